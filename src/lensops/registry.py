@@ -1,0 +1,69 @@
+"""The one module that talks to the MLflow Model Registry: versions, aliases, loading.
+
+A version's source is the run's ``model/`` artifact folder (safetensors + spec.json). New
+versions get the alias ``challenger``; the alias ``champion`` marks what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from torch import nn
+
+from lensops import artifact, tracking
+from lensops.artifact import ModelSpec
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: ModelSpec
+    version: ModelVersion
+
+
+def register(uri: str, name: str, run_id: str, source: str, tags: dict[str, str]) -> ModelVersion:
+    """Create a new version of ``name`` from ``source`` and point ``challenger`` at it."""
+    mlflow_client = tracking.client(uri)
+    try:
+        mlflow_client.create_registered_model(name, description="lensops image model")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = mlflow_client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return mlflow_client.get_model_version(name, version.version)
+
+
+def find(uri: str, name: str, ref: str) -> ModelVersion | None:
+    """A version by number (``"3"``) or alias (``"champion"``); None when there is none."""
+    mlflow_client = tracking.client(uri)
+    try:
+        if ref.isdigit():
+            return mlflow_client.get_model_version(name, ref)
+        return mlflow_client.get_model_version_by_alias(name, ref)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def set_alias(uri: str, name: str, alias: str, version: str) -> None:
+    tracking.client(uri).set_registered_model_alias(name, alias, version)
+
+
+def load_spec(uri: str, version: ModelVersion) -> ModelSpec:
+    """Only the spec of a version (no weights download)."""
+    return artifact.load_spec(tracking.download(uri, f"{version.source}/{artifact.SPEC}").parent)
+
+
+def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
+    version = find(uri, name, ref)
+    if version is None:
+        raise LookupError(f"registered model '{name}' has no version or alias '{ref}'")
+    model, spec = artifact.load(tracking.download(uri, version.source), device)
+    return LoadedModel(model=model, spec=spec, version=version)

@@ -1,0 +1,321 @@
+"""The Ray Serve application: Ingress (FastAPI) -> Preprocessor (CPU) -> Model (batched).
+
+* ``Preprocessor`` checks and decodes uploads with the model's own preprocessing spec and
+  passes uint8 arrays on (never float32).
+* ``Model`` holds registered versions with ``@serve.multiplexed`` (the version number is the
+  model id) and answers with ``@serve.batch``; batches never mix versions.
+* ``Ingress`` decides which version answers. A hot swap is a change of that id: requests in
+  flight finish on the old version, new ones go to the new version, no replica restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from lensops import registry, tracking
+from lensops.artifact import ModelSpec
+from lensops.config import LensopsConfig
+from lensops.inference import Predictor, load_predictor
+from lensops.inputs import InputError, InputLimits, decode_base64, prepare
+from lensops.preprocess import PreprocessSpec
+from lensops.service_metrics import IngressMetrics, ModelMetrics
+
+api = FastAPI(
+    title="lensops",
+    description="Image model inference: the registered champion behind Ray Serve.",
+    version="1",
+)
+UPLOAD_PAGE = Path(__file__).with_name("upload.html")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Preprocessor:
+    """CPU tier: validate and decode one image into the model's uint8 input."""
+
+    def __init__(self, limits: dict[str, int]):
+        self.limits = InputLimits.model_validate(limits)
+
+    def __call__(self, data: bytes, spec: PreprocessSpec) -> np.ndarray | InputError:
+        try:
+            return prepare(data, spec, self.limits)
+        except InputError as exc:
+            return exc
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Model:
+    """Model tier: registered versions loaded on demand, requests answered in batches."""
+
+    def __init__(self, tracking_uri: str, model_name: str, device: str, max_batch_size: int, batch_wait_s: float):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.device = _device(device)
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_s)
+        self.metrics = ModelMetrics()
+
+    @serve.multiplexed(max_num_models_per_replica=3)
+    async def predictor(self, version: str) -> Predictor:
+        loaded = await asyncio.to_thread(load_predictor, self.tracking_uri, self.model_name, version, self.device)
+        self.metrics.loaded(loaded.info.version)
+        return loaded
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+        predictor = await self.predictor(serve.get_multiplexed_model_id())
+        started = time.perf_counter()
+        answers = await asyncio.to_thread(predictor.predict, np.stack(images))
+        self.metrics.batch(predictor.info.version, len(images), time.perf_counter() - started)
+        return [{**a, "model": predictor.info.as_dict()} for a in answers]
+
+    async def describe(self) -> dict[str, Any]:
+        predictor = await self.predictor(serve.get_multiplexed_model_id())
+        return {"model": predictor.info.as_dict(), "spec": predictor.spec.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Active:
+    version: str
+    spec: ModelSpec
+
+
+@serve.deployment
+@serve.ingress(api)
+class Ingress:
+    """HTTP front: request parsing, version routing, hot swap, health and metrics."""
+
+    def __init__(self, preprocessor: DeploymentHandle, model: DeploymentHandle, config: dict[str, Any]):
+        self.cfg = LensopsConfig.model_validate(config)
+        self.preprocessor = preprocessor
+        self.model = model
+        self.uri = tracking.resolve_uri(self.cfg.tracking)
+        self.name = self.cfg.tracking.registered_model
+        self.active: Active | None = None
+        self.last_error = "no model loaded yet"
+        self.metrics = IngressMetrics()
+        self.swap_lock = asyncio.Lock()
+        self.watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    # ---- routes -------------------------------------------------------------------------
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(UPLOAD_PAGE.read_text())
+
+    @api.post("/predict", summary="Predict one image (multipart field `file` or JSON {'image': base64})")
+    async def predict(self, request: Request) -> JSONResponse:
+        try:
+            active = self._require_active()
+            (data,) = await self._images(request, "file", "image", many=False)
+            return JSONResponse(await self._answer(active, data))
+        except InputError as exc:
+            return self._reject(exc)
+
+    @api.post("/predict_batch", summary="Predict several images (multipart `files` or JSON {'images': [...]})")
+    async def predict_batch(self, request: Request) -> JSONResponse:
+        try:
+            active = self._require_active()
+            images = await self._images(request, "files", "images", many=True)
+        except InputError as exc:
+            return self._reject(exc)
+        results = await asyncio.gather(*(self._answer(active, data) for data in images), return_exceptions=True)
+        return JSONResponse({"results": [self._item(r) for r in results]})
+
+    @api.get("/health")
+    async def health(self) -> JSONResponse:
+        if self.active is None:
+            return JSONResponse({"status": "unavailable", "reason": self.last_error}, status_code=503)
+        try:
+            await asyncio.wait_for(self._model_for(self.active.version).describe.remote(), timeout=30)
+        except Exception as exc:  # any failure to answer means not ready
+            return JSONResponse({"status": "unavailable", "reason": f"model replica: {exc}"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": self.active.version})
+
+    @api.get("/classes")
+    async def classes(self) -> JSONResponse:
+        try:
+            active = self._require_active()
+        except InputError as exc:
+            return self._reject(exc)
+        return JSONResponse({"task": active.spec.task, "classes": active.spec.classes})
+
+    @api.get("/model")
+    async def model_info(self) -> JSONResponse:
+        try:
+            active = self._require_active()
+        except InputError as exc:
+            return self._reject(exc)
+        version = registry.find(self.uri, self.name, active.version)
+        return JSONResponse(
+            {
+                **self._identity(active),
+                "run_id": version.run_id if version else None,
+                "metrics": active.spec.metrics,
+                "spec": active.spec.model_dump(mode="json"),
+            }
+        )
+
+    @api.post("/reload-model", summary="Swap to the version the alias points to now (bearer token)")
+    async def reload_model(self, request: Request) -> JSONResponse:
+        expected = os.environ.get(self.cfg.serve.reload_token_env, "")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not expected:
+            body = {"error": "reload_disabled", "detail": f"set {self.cfg.serve.reload_token_env} to enable reloads"}
+            return JSONResponse(body, status_code=403)
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return JSONResponse({"error": "unauthorized", "detail": "missing or wrong bearer token"}, status_code=401)
+        old = self.active.version if self.active else None
+        try:
+            new = await self._refresh()
+        except LookupError as exc:
+            return JSONResponse({"error": "no_such_version", "detail": str(exc)}, status_code=404)
+        return JSONResponse({"old_version": old, "new_version": new, "alias": self.cfg.serve.alias})
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _model_for(self, version: str) -> DeploymentHandle:
+        return self.model.options(multiplexed_model_id=version)
+
+    def _identity(self, active: Active) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": active.version,
+            "alias": None if self.cfg.serve.version else self.cfg.serve.alias,
+            "dataset_version": active.spec.dataset_version,
+        }
+
+    def _require_active(self) -> Active:
+        if self.active is None:
+            raise InputError("model_unavailable", self.last_error)
+        return self.active
+
+    async def _answer(self, active: Active, data: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        prepared = await self.preprocessor.remote(data, active.spec.preprocess)
+        if isinstance(prepared, InputError):
+            raise prepared
+        answer = await self._model_for(active.version).predict.remote(prepared)
+        answer["model"] = {**answer["model"], "alias": self._identity(active)["alias"]}
+        self.metrics.answered(answer, time.perf_counter() - started)
+        return answer
+
+    def _item(self, result: dict[str, Any] | BaseException) -> dict[str, Any]:
+        if isinstance(result, InputError):
+            self.metrics.rejected(result.reason)
+            return result.body()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _reject(self, exc: InputError) -> JSONResponse:
+        self.metrics.rejected(exc.reason)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    async def _images(self, request: Request, form_field: str, json_field: str, many: bool) -> list[bytes]:
+        limit = self.cfg.serve.max_request_bytes * (self.cfg.serve.max_batch_items if many else 1)
+        length = int(request.headers.get("content-length") or 0)
+        if length > limit:
+            raise InputError("request_too_large", f"request has {length} bytes; the limit is {limit}")
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            images = await _form_files(request, form_field)
+        elif content_type.startswith("application/json"):
+            images = await _json_images(request, json_field, many)
+        else:
+            raise InputError(
+                "unsupported_media_type",
+                f"content type '{content_type or 'none'}': send multipart/form-data or application/json",
+            )
+        if not images:
+            raise InputError("missing_field", f"no image in field '{form_field}' or JSON key '{json_field}'")
+        if len(images) > self.cfg.serve.max_batch_items or (not many and len(images) > 1):
+            raise InputError(
+                "too_many_images", f"{len(images)} images; send at most {self.cfg.serve.max_batch_items if many else 1}"
+            )
+        return images
+
+    async def _refresh(self) -> str:
+        """Point the service at the configured version or alias; warm it before switching."""
+        async with self.swap_lock:
+            ref = self.cfg.serve.version or self.cfg.serve.alias
+            version = await asyncio.to_thread(registry.find, self.uri, self.name, ref)
+            if version is None:
+                raise LookupError(f"registered model '{self.name}' has no version or alias '{ref}'")
+            if self.active is None or self.active.version != version.version:
+                spec = await asyncio.to_thread(registry.load_spec, self.uri, version)
+                await self._model_for(version.version).describe.remote()
+                self.active = Active(version=version.version, spec=spec)
+                self.metrics.active(version.version)
+            return version.version
+
+    async def _watch(self) -> None:
+        """Load the model at start, then follow the alias every ``watch_interval_s``."""
+        while True:
+            try:
+                await self._refresh()
+            except Exception as exc:  # keep serving the current version; report on /health
+                self.last_error = f"cannot load '{self.cfg.serve.version or self.cfg.serve.alias}': {exc}"
+            interval = self.cfg.serve.watch_interval_s
+            if not interval and self.active is not None:
+                return
+            await asyncio.sleep(interval or 2.0)
+
+
+async def _form_files(request: Request, field: str) -> list[bytes]:
+    form = await request.form()
+    return [await item.read() for item in form.getlist(field) if hasattr(item, "read")]
+
+
+async def _json_images(request: Request, field: str, many: bool) -> list[bytes]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InputError("invalid_json", "request body is not valid JSON") from None
+    value = body.get(field) if isinstance(body, dict) else None
+    if value is None:
+        return []
+    if many != isinstance(value, list):
+        kind = "a list of base64 strings" if many else "a base64 string"
+        raise InputError("missing_field", f"'{field}' must be {kind}")
+    return [decode_base64(v) for v in (value if many else [value])]
+
+
+def _device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def build(cfg: LensopsConfig) -> serve.Application:
+    """Compose the three deployments from one config (what ``serve_app.build_app`` returns)."""
+    serve_cfg = cfg.serve
+    autoscaling = {
+        "min_replicas": serve_cfg.min_replicas,
+        "max_replicas": serve_cfg.max_replicas,
+        "target_ongoing_requests": serve_cfg.target_ongoing_requests,
+    }
+    preprocessor = Preprocessor.options(autoscaling_config=autoscaling).bind(
+        InputLimits.from_config(serve_cfg).model_dump()
+    )
+    model = Model.options(autoscaling_config=autoscaling).bind(
+        tracking.resolve_uri(cfg.tracking),
+        cfg.tracking.registered_model,
+        serve_cfg.device,
+        serve_cfg.max_batch_size,
+        serve_cfg.batch_wait_timeout_s,
+    )
+    return Ingress.bind(preprocessor, model, cfg.model_dump(mode="json"))

@@ -1,0 +1,128 @@
+"""The one module that writes to MLflow tracking (runs, params, metrics, artifacts).
+
+Every call names its run explicitly through ``MlflowClient`` (no global active run), so the
+driver and Ray Train's rank-0 worker can log into the same run, and a restarted worker
+continues that run instead of opening a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from lensops.config import LensopsConfig, TrackingConfig
+from lensops.validation import ValidationReport
+
+LOCAL_STORE = Path("mlruns")
+MAX_BATCH = 100
+
+
+def resolve_uri(cfg: TrackingConfig) -> str:
+    """Configured URI, else ``$MLFLOW_TRACKING_URI``, else a sqlite store under ./mlruns."""
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    LOCAL_STORE.mkdir(exist_ok=True)
+    return f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
+
+
+def client(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(uri: str, name: str) -> str:
+    mlflow_client = client(uri)
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing:
+        return existing.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def start_run(uri: str, cfg: LensopsConfig, report: ValidationReport, commit: str, name: str | None = None) -> str:
+    """Open a run with the resolved config as params and the validation report as artifact."""
+    mlflow_client = client(uri)
+    run = mlflow_client.create_run(
+        experiment_id(uri, cfg.tracking.experiment),
+        run_name=name,
+        tags={
+            "lensops.dataset_version": report.dataset_version,
+            "lensops.task": cfg.model.task,
+            "mlflow.source.git.commit": commit,
+        },
+    )
+    run_id = run.info.run_id
+    params = [Param(k, str(v)) for k, v in cfg.flat().items()]
+    params.append(Param("dataset_version", report.dataset_version))
+    for i in range(0, len(params), MAX_BATCH):
+        mlflow_client.log_batch(run_id, params=params[i : i + MAX_BATCH])
+    mlflow_client.log_dict(run_id, cfg.model_dump(mode="json"), "config/resolved.yaml")
+    mlflow_client.log_dict(run_id, report.model_dump(mode="json"), "data/validation.json")
+    log_metrics(uri, run_id, {"data_kept_files": report.kept_files, "data_skipped_files": len(report.skipped)})
+    return run_id
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    stamp = _now_ms()
+    entries = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+    client(uri).log_batch(run_id, metrics=entries)
+
+
+def log_epoch(uri: str, run_id: str, metrics: dict[str, float], epoch: int) -> None:
+    log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+def log_figure(uri: str, run_id: str, figure: Figure, path: str) -> None:
+    client(uri).log_figure(run_id, figure, path)
+
+
+def log_dict(uri: str, run_id: str, data: dict[str, Any], path: str) -> None:
+    client(uri).log_dict(run_id, data, path)
+
+
+def log_text(uri: str, run_id: str, text: str, path: str) -> None:
+    client(uri).log_text(run_id, text, path)
+
+
+def log_directory(uri: str, run_id: str, directory: Path, artifact_path: str) -> str:
+    """Upload a directory and return its artifact URI (the source of a model version)."""
+    mlflow_client = client(uri)
+    mlflow_client.log_artifacts(run_id, str(directory), artifact_path)
+    return f"{mlflow_client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+
+
+def end_run(uri: str, run_id: str, succeeded: bool) -> None:
+    status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
+    client(uri).set_terminated(run_id, RunStatus.to_string(status))
+
+
+def download(uri: str, artifact_uri: str) -> Path:
+    """Fetch artifacts to a fresh local folder (works for file, S3 and server-proxied stores)."""
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=artifact_uri, dst_path=tempfile.mkdtemp(prefix="lensops-"), tracking_uri=uri
+    )
+    return Path(local)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

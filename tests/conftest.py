@@ -1,0 +1,168 @@
+"""Shared session fixtures: a real local Ray, a real S3 (moto server on loopback), sample data.
+
+Ray worker processes inherit the environment of the process that starts Ray, and only at
+that moment. The S3 endpoint therefore has to be known, and exported, before Ray starts:
+``s3_server`` starts moto on a port the kernel picks (no race for a "free" port) and sets
+the AWS variables, and ``ray_cluster`` depends on it so that every Ray worker can reach it
+through :func:`lensops.storage.s3_filesystem`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from lensops import sample_data
+from lensops.catalog import Catalog, build_catalog
+from lensops.config import DataConfig
+
+SYNTHETIC_COUNT = 60
+SYNTHETIC_SIZE = 48
+BAD_COUNT = 30
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Notices from inside Ray about its own API and pandas use, not about lensops code.
+    for line in (
+        "ignore::DeprecationWarning:ray.*",
+        "ignore:The maximum number of concurrent tasks:UserWarning",
+        "ignore:The inplace keyword in DataFrame.reset_index:DeprecationWarning",
+    ):
+        config.addinivalue_line("filterwarnings", line)
+
+
+def _wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 with the AWS environment pointing at it; yields the URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    _wait_for_port(host, port)
+    endpoint = f"http://{host}:{port}"
+    no_aws_files = tmp_path_factory.mktemp("aws") / "absent"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(no_aws_files),
+        "AWS_SHARED_CREDENTIALS_FILE": str(no_aws_files),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server: str) -> Iterator[None]:
+    """A real local Ray; started after ``s3_server`` so its workers inherit the AWS settings."""
+    if ray.is_initialized():
+        ray.shutdown()
+    _start_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+def _start_ray(attempts: int = 3) -> None:
+    # 4 logical CPUs on a 2-core machine on purpose: Ray Data still gets slots beside other
+    # work. Ray waits a fixed 30 s for its raylet; on a saturated shared machine that can
+    # run out, so a failed start is retried rather than failing the whole session.
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                num_cpus=4,
+                include_dashboard=False,
+                log_to_driver=False,
+                object_store_memory=512 * 1024**2,
+            )
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt == attempts:
+                raise
+
+
+@pytest.fixture(scope="session")
+def s3_upload(s3_server: str) -> Callable[[Path, str, str], str]:
+    """Upload every file under a local folder to ``s3://<bucket>/<prefix>/``; returns the URI."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+
+    def upload(local: Path, bucket: str, prefix: str) -> str:
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
+        return f"s3://{bucket}/{prefix}"
+
+    return upload
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 clean + 60 dusty 48x48 PNGs and a manifest.csv with ``dust_level``; read-only."""
+    out = tmp_path_factory.mktemp("synthetic")
+    sample_data.write_synthetic(out, count_per_class=SYNTHETIC_COUNT, size=SYNTHETIC_SIZE, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 images per class plus the planted bad files of ``add_bad_files``; read-only."""
+    out = tmp_path_factory.mktemp("bad")
+    sample_data.write_synthetic(out, count_per_class=BAD_COUNT, size=SYNTHETIC_SIZE, seed=0)
+    sample_data.add_bad_files(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_catalog(ray_cluster: None, synthetic_dir: Path) -> Catalog:
+    return build_catalog(DataConfig(source=str(synthetic_dir)))
+
+
+@pytest.fixture(scope="session")
+def bad_catalog(ray_cluster: None, bad_dir: Path) -> Catalog:
+    return build_catalog(DataConfig(source=str(bad_dir)))
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Write a small synthetic export (8 images per class, 40 px) into a fresh folder."""
+
+    def export(name: str = "export", seed: int = 0, count: int = 8) -> Path:
+        out = tmp_path_factory.mktemp(name)
+        sample_data.write_synthetic(out, count_per_class=count, size=40, seed=seed)
+        return out
+
+    return export

@@ -1,0 +1,154 @@
+"""Ray Train fine-tuning on a real local Ray, tracked in a real MLflow store, registered.
+
+One classification fit is shared: it survives an injected worker failure, so the same run
+also shows that training resumes from its checkpoint instead of epoch 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lensops import registry, sample_data, tracking
+from lensops.config import LensopsConfig, load_config
+from lensops.datasets import split_datasets
+from lensops.evaluate import evaluate
+from lensops.promotion import evaluate_and_promote
+from lensops.train import TrainOutcome, fit
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 8
+FAIL_AT = 3
+
+
+@pytest.fixture(scope="session")
+def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train-data")
+    sample_data.write_synthetic(out, count_per_class=200, size=64, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def synthetic_config(training_dir: Path, mlflow_uri: str, work_dir: Path, *overrides: str) -> LensopsConfig:
+    return load_config(
+        REPO / "configs" / "synthetic.yaml",
+        [
+            f"data.source={training_dir}",
+            f"data.work_dir={work_dir}",
+            f"tracking.tracking_uri={mlflow_uri}",
+            "tracking.experiment=test-classification",
+            "tracking.registered_model=test-dust",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def classification_cfg(training_dir: Path, mlflow_uri: str, tmp_path_factory) -> LensopsConfig:
+    return synthetic_config(
+        training_dir,
+        mlflow_uri,
+        tmp_path_factory.mktemp("work"),
+        f"train.epochs={EPOCHS}",
+        f"train.fail_at_epoch={FAIL_AT}",
+        "train.max_failures=1",
+    )
+
+
+@pytest.fixture(scope="session")
+def classification_run(ray_cluster: None, classification_cfg: LensopsConfig) -> TrainOutcome:
+    return fit(classification_cfg)
+
+
+def test_classifier_learns_the_synthetic_task(classification_run: TrainOutcome) -> None:
+    assert classification_run.test_metrics["test_accuracy"] >= 0.85
+
+
+def test_worker_failure_resumes_from_checkpoint_in_the_same_run(
+    classification_run: TrainOutcome, mlflow_uri: str
+) -> None:
+    client = tracking.client(mlflow_uri)
+    experiment = client.get_experiment_by_name("test-classification")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [classification_run.run_id]
+    history = client.get_metric_history(classification_run.run_id, "val_accuracy")
+    # A restart from epoch 0 would log epochs 0..FAIL_AT-1 twice; resuming logs each once.
+    assert sorted(m.step for m in history) == list(range(EPOCHS))
+
+
+def test_run_holds_config_report_plots_and_model(classification_run: TrainOutcome, mlflow_uri: str) -> None:
+    client = tracking.client(mlflow_uri)
+    run = client.get_run(classification_run.run_id)
+    assert run.data.params["train.epochs"] == str(EPOCHS)
+    assert run.data.params["dataset_version"] == classification_run.dataset_version
+    assert run.data.tags["lensops.dataset_version"] == classification_run.dataset_version
+    assert {"train_loss", "val_accuracy", "train_images_per_s", "lr", "test_accuracy"} <= set(run.data.metrics)
+    artifacts = {
+        a.path
+        for folder in ("", "config", "data", "plots", "evaluation", "model")
+        for a in client.list_artifacts(classification_run.run_id, folder)
+    }
+    assert {
+        "config/resolved.yaml",
+        "data/validation.json",
+        "plots/confusion_matrix.png",
+        "evaluation/per_class.json",
+        "evaluation/test_report.txt",
+        "model/spec.json",
+        "model/model.safetensors",
+    } <= artifacts
+
+
+def test_registered_version_reproduces_its_test_metrics(
+    classification_run: TrainOutcome, classification_cfg: LensopsConfig, mlflow_uri: str
+) -> None:
+    loaded = registry.load(mlflow_uri, "test-dust", registry.CHALLENGER)
+    assert loaded.version.version == classification_run.version
+    assert loaded.spec.classes == ["clean", "dusty"]
+    assert loaded.spec.dataset_version == classification_run.dataset_version
+    assert loaded.spec.baseline is not None and loaded.spec.baseline.pixels > 0
+    from lensops.catalog import build_catalog
+
+    catalog = build_catalog(classification_cfg.data)
+    test = split_datasets(catalog, loaded.spec.preprocess, classification_cfg.data, splits=("test",))["test"]
+    metrics = evaluate(loaded.model, loaded.spec, test).metrics
+    assert metrics["accuracy"] == pytest.approx(classification_run.test_metrics["test_accuracy"])
+
+
+def test_first_evaluation_promotes_the_challenger_to_champion(
+    classification_run: TrainOutcome, classification_cfg: LensopsConfig, mlflow_uri: str
+) -> None:
+    decision = evaluate_and_promote(classification_cfg)
+    assert decision.promoted and decision.reason == "no champion yet"
+    assert registry.find(mlflow_uri, "test-dust", registry.CHAMPION).version == classification_run.version
+
+
+def test_regression_head_lowers_mae(ray_cluster: None, training_dir: Path, mlflow_uri: str, tmp_path_factory) -> None:
+    cfg = synthetic_config(
+        training_dir,
+        mlflow_uri,
+        tmp_path_factory.mktemp("work-regression"),
+        f"data.source={training_dir / 'manifest.csv'}",
+        "data.target_column=dust_level",
+        "model.task=regression",
+        "train.epochs=4",
+        "train.early_stopping_metric=val_mae",
+        "train.early_stopping_mode=min",
+        "tracking.experiment=test-regression",
+        "tracking.registered_model=test-dust-level",
+    )
+    outcome = fit(cfg)
+    history = tracking.client(mlflow_uri).get_metric_history(outcome.run_id, "val_mae")
+    by_epoch = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert by_epoch[-1] < by_epoch[0]
+    targets = outcome.evaluation.targets
+    predict_the_mean = float(np.abs(targets - targets.mean()).mean())
+    assert outcome.test_metrics["test_mae"] < predict_the_mean
