@@ -21,7 +21,8 @@ import ray
 
 from lensops import sample_data
 from lensops.catalog import Catalog, build_catalog
-from lensops.config import DataConfig
+from lensops.config import DataConfig, LensopsConfig, load_config
+from lensops.train import TrainOutcome, fit
 
 SYNTHETIC_COUNT = 60
 SYNTHETIC_SIZE = 48
@@ -166,3 +167,53 @@ def small_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path
         return out
 
     return export
+
+
+# ---- shared training run: one Ray Train fit serves every test that needs a model ----------
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 8
+FAIL_AT = 3
+
+
+@pytest.fixture(scope="session")
+def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train-data")
+    sample_data.write_synthetic(out, count_per_class=200, size=64, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def synthetic_config(training_dir: Path, mlflow_uri: str, work_dir: Path, *overrides: str) -> LensopsConfig:
+    return load_config(
+        REPO / "configs" / "synthetic.yaml",
+        [
+            f"data.source={training_dir}",
+            f"data.work_dir={work_dir}",
+            f"tracking.tracking_uri={mlflow_uri}",
+            "tracking.experiment=test-classification",
+            "tracking.registered_model=test-dust",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def classification_cfg(training_dir: Path, mlflow_uri: str, tmp_path_factory) -> LensopsConfig:
+    return synthetic_config(
+        training_dir,
+        mlflow_uri,
+        tmp_path_factory.mktemp("work"),
+        f"train.epochs={EPOCHS}",
+        f"train.fail_at_epoch={FAIL_AT}",
+        "train.max_failures=1",
+    )
+
+
+@pytest.fixture(scope="session")
+def classification_run(ray_cluster: None, classification_cfg: LensopsConfig) -> TrainOutcome:
+    return fit(classification_cfg)

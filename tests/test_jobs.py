@@ -136,8 +136,7 @@ def test_worse_challenger_is_refused_and_champion_kept(
 ) -> None:
     uri = classification_cfg.tracking.tracking_uri
     name = classification_cfg.tracking.registered_model
-    if registry.find(uri, name, registry.CHAMPION) is None:
-        registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
+    registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
     out = tmp_path / "decision.json"
     done = subprocess.run(
         [

@@ -10,62 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EPOCHS, synthetic_config
 
-from lensops import registry, sample_data, tracking
-from lensops.config import LensopsConfig, load_config
+from lensops import registry, tracking
+from lensops.config import LensopsConfig
 from lensops.datasets import split_datasets
 from lensops.evaluate import evaluate
 from lensops.promotion import evaluate_and_promote
 from lensops.train import TrainOutcome, fit
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 8
-FAIL_AT = 3
-
-
-@pytest.fixture(scope="session")
-def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("train-data")
-    sample_data.write_synthetic(out, count_per_class=200, size=64, seed=1)
-    return out
-
-
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
-def synthetic_config(training_dir: Path, mlflow_uri: str, work_dir: Path, *overrides: str) -> LensopsConfig:
-    return load_config(
-        REPO / "configs" / "synthetic.yaml",
-        [
-            f"data.source={training_dir}",
-            f"data.work_dir={work_dir}",
-            f"tracking.tracking_uri={mlflow_uri}",
-            "tracking.experiment=test-classification",
-            "tracking.registered_model=test-dust",
-            *overrides,
-        ],
-    )
-
-
-@pytest.fixture(scope="session")
-def classification_cfg(training_dir: Path, mlflow_uri: str, tmp_path_factory) -> LensopsConfig:
-    return synthetic_config(
-        training_dir,
-        mlflow_uri,
-        tmp_path_factory.mktemp("work"),
-        f"train.epochs={EPOCHS}",
-        f"train.fail_at_epoch={FAIL_AT}",
-        "train.max_failures=1",
-    )
-
-
-@pytest.fixture(scope="session")
-def classification_run(ray_cluster: None, classification_cfg: LensopsConfig) -> TrainOutcome:
-    return fit(classification_cfg)
 
 
 def test_classifier_learns_the_synthetic_task(classification_run: TrainOutcome) -> None:
@@ -126,9 +80,15 @@ def test_registered_version_reproduces_its_test_metrics(
 def test_first_evaluation_promotes_the_challenger_to_champion(
     classification_run: TrainOutcome, classification_cfg: LensopsConfig, mlflow_uri: str
 ) -> None:
-    decision = evaluate_and_promote(classification_cfg)
+    trained = registry.find(mlflow_uri, classification_run.model_name, classification_run.version)
+    fresh = registry.register(mlflow_uri, "test-first-champion", trained.run_id, trained.source, {})
+    cfg = classification_cfg.model_copy(deep=True)
+    cfg.tracking.registered_model = "test-first-champion"
+    decision = evaluate_and_promote(cfg)
     assert decision.promoted and decision.reason == "no champion yet"
-    assert registry.find(mlflow_uri, "test-dust", registry.CHAMPION).version == classification_run.version
+    assert decision.champion is None and decision.challenger.version == fresh.version
+    assert decision.challenger.metrics["accuracy"] == pytest.approx(classification_run.test_metrics["test_accuracy"])
+    assert registry.find(mlflow_uri, "test-first-champion", registry.CHAMPION).version == fresh.version
 
 
 def test_regression_head_lowers_mae(ray_cluster: None, training_dir: Path, mlflow_uri: str, tmp_path_factory) -> None:

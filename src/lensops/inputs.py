@@ -23,6 +23,8 @@ STATUS = {
     "invalid_base64": 400,
     "invalid_json": 400,
     "request_too_large": 413,
+    "too_many_images": 413,
+    "model_unavailable": 503,
     "unsupported_media_type": 415,
     Issue.NOT_IMAGE.value: 415,
     "unsupported_format": 415,

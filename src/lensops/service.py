@@ -157,7 +157,7 @@ class Ingress:
             active = self._require_active()
         except InputError as exc:
             return self._reject(exc)
-        version = registry.find(self.uri, self.name, active.version)
+        version = await asyncio.to_thread(registry.find, self.uri, self.name, active.version)
         return JSONResponse(
             {
                 **self._identity(active),
@@ -300,8 +300,11 @@ def _device(setting: str) -> str:
     return setting
 
 
-def build(cfg: LensopsConfig) -> serve.Application:
-    """Compose the three deployments from one config (what ``serve_app.build_app`` returns)."""
+def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serve.Application:
+    """Compose the three deployments from one config (what ``serve_app.build_app`` returns).
+
+    ``ingress_env`` sets environment variables of the ingress replicas only (e.g. the reload
+    token); with ``serve deploy`` use the application's ``runtime_env`` instead."""
     serve_cfg = cfg.serve
     autoscaling = {
         "min_replicas": serve_cfg.min_replicas,
@@ -318,4 +321,26 @@ def build(cfg: LensopsConfig) -> serve.Application:
         serve_cfg.max_batch_size,
         serve_cfg.batch_wait_timeout_s,
     )
-    return Ingress.bind(preprocessor, model, cfg.model_dump(mode="json"))
+    ingress = Ingress.options(ray_actor_options={"runtime_env": {"env_vars": ingress_env}}) if ingress_env else Ingress
+    return ingress.bind(preprocessor, model, cfg.model_dump(mode="json"))
+
+
+def run_local(
+    cfg: LensopsConfig,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ingress_env: dict[str, str] | None = None,
+    timeout_s: float = 180,
+) -> str:
+    """Deploy the application on the connected Ray and wait until ``/health`` is 200."""
+    import requests
+
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build(cfg, ingress_env), name="lensops", route_prefix="/")
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout_s
+    while (health := requests.get(f"{url}/health", timeout=60)).status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"service not healthy after {timeout_s}s: {health.text}")
+        time.sleep(1)
+    return url

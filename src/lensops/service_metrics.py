@@ -1,0 +1,80 @@
+"""Custom Prometheus metrics of the service (``ray.serve.metrics``), next to Serve's own.
+
+Ray exports them on every node's metrics port (``ray start --metrics-export-port``); the
+names below are prefixed ``ray_`` there, e.g. ``ray_lensops_predictions_total``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
+CONFIDENCE = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64]
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.predictions = Counter(
+            "lensops_predictions_total",
+            description="Answered predictions by model version and predicted label.",
+            tag_keys=("model_version", "label"),
+        )
+        self.rejections = Counter(
+            "lensops_rejected_inputs_total", description="Rejected inputs by reason.", tag_keys=("reason",)
+        )
+        self.latency = Histogram(
+            "lensops_request_latency_ms",
+            description="Preprocess + model latency per image.",
+            boundaries=LATENCY_MS,
+            tag_keys=("model_version",),
+        )
+        self.confidence = Histogram(
+            "lensops_confidence",
+            description="Confidence of answered classifications.",
+            boundaries=CONFIDENCE,
+            tag_keys=("model_version",),
+        )
+        self.version = Gauge("lensops_active_model_version", description="Version the ingress routes to.")
+
+    def answered(self, answer: dict[str, Any], seconds: float) -> None:
+        version = answer["model"]["version"]
+        label = answer["prediction"] if isinstance(answer["prediction"], str) else "value"
+        self.predictions.inc(tags={"model_version": version, "label": label})
+        self.latency.observe(seconds * 1000, tags={"model_version": version})
+        if answer.get("confidence") is not None:
+            self.confidence.observe(answer["confidence"], tags={"model_version": version})
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.inc(tags={"reason": reason})
+
+    def active(self, version: str) -> None:
+        self.version.set(float(version))
+
+
+class ModelMetrics:
+    def __init__(self) -> None:
+        self.batch_size = Histogram(
+            "lensops_batch_size",
+            description="Images per model call.",
+            boundaries=BATCH_SIZES,
+            tag_keys=("model_version",),
+        )
+        self.latency = Histogram(
+            "lensops_model_latency_ms",
+            description="Model forward latency per batch.",
+            boundaries=LATENCY_MS,
+            tag_keys=("model_version",),
+        )
+        self.loads = Counter(
+            "lensops_model_loads_total", description="Model versions loaded by a replica.", tag_keys=("model_version",)
+        )
+
+    def batch(self, version: str, size: int, seconds: float) -> None:
+        self.batch_size.observe(size, tags={"model_version": version})
+        self.latency.observe(seconds * 1000, tags={"model_version": version})
+
+    def loaded(self, version: str) -> None:
+        self.loads.inc(tags={"model_version": version})

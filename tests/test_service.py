@@ -1,0 +1,232 @@
+"""The Serve application over real HTTP on a real local Ray: answers, guards, hot swap."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from PIL import Image
+from ray import serve
+from ray.serve.schema import ServeDeploySchema
+
+from lensops import registry
+from lensops.config import LensopsConfig
+from lensops.service import run_local
+from lensops.train import TrainOutcome
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "test-serve"
+TOKEN = "test-reload-token"
+MAX_REQUEST_BYTES = 400_000
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def first_version(classification_run: TrainOutcome, mlflow_uri: str) -> str:
+    """A registered model of its own, so swapping it disturbs no other test."""
+    trained = registry.find(mlflow_uri, classification_run.model_name, classification_run.version)
+    version = registry.register(mlflow_uri, NAME, trained.run_id, trained.source, {})
+    registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, version.version)
+    return version.version
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_cluster: None, classification_cfg: LensopsConfig, first_version: str) -> Iterator[str]:
+    cfg = classification_cfg.model_copy(deep=True)
+    cfg.tracking.registered_model = NAME
+    cfg.serve.watch_interval_s = 0
+    cfg.serve.max_request_bytes = MAX_REQUEST_BYTES
+    cfg.serve.max_replicas = 1
+    yield run_local(cfg, port=_free_port(), ingress_env={"LENSOPS_RELOAD_TOKEN": TOKEN})
+    serve.shutdown()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _examples(training_dir: Path, label: str, count: int) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((training_dir / label).glob("*.png"))[:count]]
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def test_health_is_ready_with_the_champion_loaded(base_url: str, first_version: str) -> None:
+    response = requests.get(f"{base_url}/health", timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": first_version}
+
+
+def test_predict_multipart_answers_with_label_confidence_and_model(
+    base_url: str, training_dir: Path, first_version: str
+) -> None:
+    correct = 0
+    for label in ("clean", "dusty"):
+        for data in _examples(training_dir, label, 4):
+            response = requests.post(f"{base_url}/predict", files={"file": ("x.png", data, "image/png")}, timeout=60)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert set(answer) == {"prediction", "confidence", "probabilities", "model"}
+            assert set(answer["probabilities"]) == {"clean", "dusty"}
+            assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+            assert answer["confidence"] == max(answer["probabilities"].values())
+            assert answer["model"]["name"] == NAME
+            assert answer["model"]["version"] == first_version
+            assert answer["model"]["alias"] == "champion"
+            correct += answer["prediction"] == label
+    assert correct >= 7
+
+
+def test_json_base64_gives_the_same_answer_as_multipart(base_url: str, training_dir: Path) -> None:
+    data = _examples(training_dir, "dusty", 1)[0]
+    multipart = requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60).json()
+    as_json = requests.post(f"{base_url}/predict", json={"image": base64.b64encode(data).decode()}, timeout=60).json()
+    assert as_json == multipart
+
+
+def test_batch_keeps_order_and_isolates_a_bad_item(base_url: str, training_dir: Path) -> None:
+    clean, dusty = _examples(training_dir, "clean", 1)[0], _examples(training_dir, "dusty", 1)[0]
+    files = [("files", ("a.png", clean)), ("files", ("b.png", b"not an image")), ("files", ("c.png", dusty))]
+    response = requests.post(f"{base_url}/predict_batch", files=files, timeout=60)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 3
+    assert results[1]["error"] == "not_image"
+    singles = [
+        requests.post(f"{base_url}/predict", files={"file": ("x.png", d)}, timeout=60).json() for d in (clean, dusty)
+    ]
+    assert [results[0], results[2]] == singles
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "reason"),
+    [
+        ({"data": b"hello", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"json": {"image": "not base64 at all!"}}, 400, "invalid_base64"),
+        ({"json": {"picture": "aGVsbG8="}}, 400, "missing_field"),
+        ({"data": b"{oops", "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
+        ({"files": {"other": ("x.png", b"x")}}, 400, "missing_field"),
+        ({"files": {"file": ("x.txt", b"plain text, no pixels")}}, 415, "not_image"),
+        ({"files": {"file": ("x.png", _png(Image.new("RGB", (8, 8))))}}, 422, "too_small"),
+        ({"files": {"file": ("x.png", _bomb_png(30_000, 30_000))}}, 413, "too_large"),
+        ({"files": {"file": ("x.bin", b"\0" * (MAX_REQUEST_BYTES + 1))}}, 413, "request_too_large"),
+    ],
+)
+def test_bad_input_gets_a_4xx_json_reason(base_url: str, kwargs: dict, status: int, reason: str) -> None:
+    response = requests.post(f"{base_url}/predict", timeout=60, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == reason
+    assert response.json()["detail"]
+
+
+def test_truncated_and_corrupt_images_are_rejected_and_service_keeps_serving(base_url: str, training_dir: Path) -> None:
+    good = _examples(training_dir, "clean", 1)[0]
+    truncated = requests.post(f"{base_url}/predict", files={"file": ("t.png", good[: len(good) // 2])}, timeout=60)
+    assert (truncated.status_code, truncated.json()["error"]) == (422, "truncated")
+    corrupt = requests.post(f"{base_url}/predict", files={"file": ("c.png", good[:64] + bytes(2000))}, timeout=60)
+    assert (corrupt.status_code, corrupt.json()["error"]) == (422, "unreadable")
+    assert requests.get(f"{base_url}/health", timeout=30).status_code == 200
+    assert requests.post(f"{base_url}/predict", files={"file": ("g.png", good)}, timeout=60).status_code == 200
+
+
+def test_classes_model_docs_and_upload_page(
+    base_url: str, first_version: str, classification_run: TrainOutcome
+) -> None:
+    assert requests.get(f"{base_url}/classes", timeout=30).json() == {
+        "task": "classification",
+        "classes": ["clean", "dusty"],
+    }
+    model = requests.get(f"{base_url}/model", timeout=30).json()
+    assert model["version"] == first_version
+    assert model["run_id"] == classification_run.run_id
+    assert model["dataset_version"] == classification_run.dataset_version
+    assert model["metrics"] == pytest.approx(classification_run.test_metrics)
+    paths = requests.get(f"{base_url}/openapi.json", timeout=30).json()["paths"]
+    assert {"/predict", "/predict_batch", "/health", "/classes", "/model", "/reload-model"} <= set(paths)
+    page = requests.get(f"{base_url}/", timeout=30)
+    assert page.status_code == 200 and '<input id="file" type="file"' in page.text
+
+
+def test_reload_needs_the_bearer_token(base_url: str) -> None:
+    assert requests.post(f"{base_url}/reload-model", timeout=30).status_code == 401
+    wrong = requests.post(f"{base_url}/reload-model", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401
+
+
+def test_hot_swap_under_load_fails_no_request(
+    base_url: str, first_version: str, classification_run: TrainOutcome, mlflow_uri: str, training_dir: Path
+) -> None:
+    trained = registry.find(mlflow_uri, NAME, first_version)
+    second = registry.register(mlflow_uri, NAME, trained.run_id, trained.source, {}).version
+    registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, second)
+    data = _examples(training_dir, "dusty", 1)[0]
+    versions: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            for _ in range(400):  # bounded even if stop is never set
+                if stop.is_set():
+                    return
+                response = session.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60)
+                if response.status_code == 200:
+                    versions.append(response.json()["model"]["version"])
+                else:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    reload = requests.post(f"{base_url}/reload-model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert reload.status_code == 200, reload.text
+    assert reload.json() == {"old_version": first_version, "new_version": second, "alias": "champion"}
+    assert failures == []
+    assert first_version in versions and versions[-1] == second
+    assert requests.get(f"{base_url}/health", timeout=30).json()["version"] == second
+
+
+def test_serve_config_is_valid_for_serve_deploy() -> None:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.parse_obj(config)
+    (app,) = schema.applications
+    assert app.import_path == "serve_app:build_app"
+    assert {d.name for d in app.deployments} == {"Ingress", "Preprocessor", "Model"}
+    import serve_app
+
+    assert isinstance(serve_app.build_app(app.args), serve.Application)
