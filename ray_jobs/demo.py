@@ -1,23 +1,23 @@
 """The main job on embedded defaults: sample data -> validate -> train -> promote -> serve.
 
-Local Ray, a local MLflow store under ./mlruns, and the ELPV solar-cell images (with a few
-planted bad files) unless ``--data`` points elsewhere. ``make demo`` runs exactly this.
+A local Ray head (started with ``ray start --head`` unless one runs or ``--address`` is given,
+so the service outlives this script), a local MLflow store under ./mlruns, and the ELPV
+solar-cell images with a few planted bad files unless ``--data`` points elsewhere.
+``make demo`` runs exactly this.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import requests
 
 from lensops import sample_data, tracking
 from lensops.catalog import build_catalog
+from lensops.client import describe, predict_files
 from lensops.config import load_config
 from lensops.console import print_validation
 from lensops.promotion import evaluate_and_promote
-from lensops.runtime import init_ray
+from lensops.runtime import ensure_head, init_ray
 from lensops.service import run_local
 from lensops.train import fit
 
@@ -29,15 +29,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/elpv"), help="dataset folder (created if missing)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
-    parser.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or local Ray)")
+    parser.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a local head node)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port of the service")
     args = parser.parse_args()
-    cfg = load_config(args.config, [f"data.source={args.data}", *args.overrides])
+    cfg = load_config(args.config, [f"data.source={args.data.resolve()}", *args.overrides])
     if not args.data.exists():
         args.data.mkdir(parents=True)
         print(f"exported {sample_data.write_elpv(args.data)} ELPV images to {args.data}")
         print(f"planted bad files: {', '.join(sample_data.add_bad_files(args.data))}")
-    init_ray(args.address)
+    init_ray(args.address or ensure_head())
 
     print("\n== 1/4 validate ==")
     catalog = build_catalog(cfg.data)
@@ -55,15 +55,16 @@ def main() -> None:
     print(f"version {decision.challenger.version}: {verdict} ({decision.reason})")
 
     print("\n== 4/4 serve the champion (Ray Serve) and predict over HTTP ==")
-    url = run_local(cfg, port=args.port)
-    example = catalog.split("test").iloc[0]
-    with open(example["path"], "rb") as image:
-        response = requests.post(f"{url}/predict", files={"file": (Path(example["path"]).name, image)}, timeout=60)
-    print(f"POST {url}/predict  ({example['path']}, labelled {example['label']})")
-    print(f"HTTP {response.status_code}: {json.dumps(response.json(), indent=2)}")
-    response.raise_for_status()
-    print(f"\nMLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking.resolve_uri(cfg.tracking)}")
-    print("Keep the service running: .venv/bin/serve run serve_app:build_app")
+    url = run_local(cfg, host="127.0.0.1", port=args.port)
+    test = catalog.split("test").groupby("label").head(2)
+    for row, answer in zip(test.itertuples(), predict_files(url, [Path(p) for p in test["path"]]), strict=True):
+        print(f"POST {url}/predict_batch  {Path(row.path).name} (labelled {row.label}) -> {describe(answer)}")
+
+    print(f"\nAPI {url}/predict   docs {url}/docs   upload page {url}/")
+    print("Ray dashboard http://127.0.0.1:8265   metrics http://127.0.0.1:8080/metrics")
+    print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking.resolve_uri(cfg.tracking)}")
+    print(f"Client: .venv/bin/lensops predict IMAGE... --url {url}")
+    print("Stop the service and Ray: .venv/bin/ray stop")
 
 
 if __name__ == "__main__":

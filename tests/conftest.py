@@ -93,13 +93,14 @@ def ray_cluster(s3_server: str) -> Iterator[None]:
 
 
 def _start_ray(attempts: int = 3) -> None:
-    # 4 logical CPUs on a 2-core machine on purpose: Ray Data still gets slots beside other
-    # work. Ray waits a fixed 30 s for its raylet; on a saturated shared machine that can
+    # 8 logical CPUs on a 2-core machine on purpose: Ray Data and Serve replicas get slots beside
+    # Train workers. Ray waits a fixed 30 s for its raylet; on a saturated shared machine that can
     # run out, so a failed start is retried rather than failing the whole session.
     for attempt in range(1, attempts + 1):
         try:
             ray.init(
-                num_cpus=4,
+                address="local",
+                num_cpus=8,
                 include_dashboard=False,
                 log_to_driver=False,
                 object_store_memory=512 * 1024**2,

@@ -13,11 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
 from lensops import registry
 from lensops.config import LensopsConfig
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+RELOAD_TOKEN = "job-test-token"
 
 
 def _free_port() -> int:
@@ -43,16 +47,26 @@ def _wait_for_dashboard(url: str, process: subprocess.Popen, timeout_s: float = 
         try:
             with urllib.request.urlopen(f"{url}/api/version", timeout=2):
                 return
+        except urllib.error.HTTPError:  # answering (e.g. 401 under Ray's token auth) means up
+            return
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
-def ray_head(s3_server: str) -> Iterator[str]:
-    """A separate single-node Ray cluster with the job server; yields its dashboard URL."""
+def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
+    """A separate single-node Ray cluster with the job server; yields its dashboard URL.
+
+    Like a real head node, its environment names the tracking server and the reload token."""
     dashboard = _free_port()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "LENSOPS_RELOAD_TOKEN": RELOAD_TOKEN,
+    }
     process = subprocess.Popen(
         [
             str(BIN / "ray"),
@@ -64,6 +78,11 @@ def ray_head(s3_server: str) -> Iterator[str]:
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # every agent port explicit: the test session's own Ray already holds the defaults
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
         ],
         env=env,
         start_new_session=True,
@@ -104,7 +123,7 @@ def submitted_weak_version(
         "--set",
         f"tracking.tracking_uri={classification_cfg.tracking.tracking_uri}",
         "--set",
-        f"tracking.experiment={classification_cfg.tracking.experiment}",
+        "tracking.experiment=test-jobs",
         "--set",
         f"tracking.registered_model={classification_cfg.tracking.registered_model}",
         "--set",
@@ -115,7 +134,7 @@ def submitted_weak_version(
         "train.warmup_epochs=0",
     ]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr)
     line = next(line for line in done.stdout.splitlines() if line.startswith("registered:"))
@@ -164,3 +183,52 @@ def test_worse_challenger_is_refused_and_champion_kept(
     assert decision["challenger"]["metrics"]["macro_f1"] < decision["champion"]["metrics"]["macro_f1"]
     assert "not more than margin" in decision["reason"]
     assert registry.find(uri, name, registry.CHAMPION).version == classification_run.version
+
+
+def test_serve_deploy_of_the_shipped_config_serves_the_champion(
+    ray_head: str,
+    submitted_weak_version: str,
+    classification_run: TrainOutcome,
+    classification_cfg: LensopsConfig,
+    tmp_path: Path,
+) -> None:
+    """`serve deploy serve_config.yaml` on a head node, pointed at the test registry."""
+    uri, name = classification_cfg.tracking.tracking_uri, classification_run.model_name
+    registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    port = _free_port()
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    (app,) = config["applications"]
+    app["args"]["overrides"] = [*app["args"]["overrides"], f"tracking.registered_model={classification_run.model_name}"]
+    for deployment in app["deployments"]:
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = 1
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve_cli = [str(BIN / "serve")]
+    deployed = subprocess.run([*serve_cli, "deploy", str(path), "--address", ray_head], capture_output=True, text=True)
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    status = ""
+    while time.monotonic() < deadline:
+        status = subprocess.run([*serve_cli, "status", "--address", ray_head], capture_output=True, text=True).stdout
+        if "status: RUNNING" in status and _healthy(url):
+            break
+        time.sleep(3)
+    else:
+        raise AssertionError(f"application never became healthy:\n{status}")
+    image = next((Path(classification_cfg.data.source) / "dusty").glob("*.png"))
+    answer = requests.post(f"{url}/predict", files={"file": (image.name, image.read_bytes())}, timeout=60).json()
+    assert answer["model"]["version"] == classification_run.version
+    assert answer["model"]["alias"] == "champion"
+    reload = requests.post(f"{url}/reload-model", headers={"Authorization": f"Bearer {RELOAD_TOKEN}"}, timeout=60)
+    assert reload.json()["new_version"] == classification_run.version
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import yaml
@@ -20,7 +23,9 @@ from ray.serve.schema import ServeDeploySchema
 
 from lensops import registry
 from lensops.config import LensopsConfig
-from lensops.service import run_local
+from lensops.inference import load_predictor
+from lensops.preprocess import to_uint8
+from lensops.service import build, run_local
 from lensops.train import TrainOutcome
 
 pytestmark = pytest.mark.slow
@@ -230,3 +235,99 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
     import serve_app
 
     assert isinstance(serve_app.build_app(app.args), serve.Application)
+
+
+def test_upload_page_shows_label_confidence_and_bars_in_a_real_browser(
+    base_url: str, training_dir: Path, first_version: str, tmp_path: Path
+) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(f"{base_url}/")
+        WebDriverWait(driver, 30).until(lambda d: f"v{first_version}" in d.find_element(By.ID, "meta").text)
+        image = sorted((training_dir / "dusty").glob("*.png"))[0]
+        driver.find_element(By.ID, "file").send_keys(str(image))
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "label").text)
+        assert driver.find_element(By.ID, "label").text == "dusty"
+        assert driver.find_element(By.ID, "confidence").text.startswith("confidence ")
+        bars = driver.find_elements(By.CSS_SELECTOR, "#bars .row")
+        assert [b.find_element(By.CLASS_NAME, "name").text for b in bars] == ["clean", "dusty"]
+        assert driver.find_element(By.ID, "error").text == ""
+        driver.save_screenshot(str(tmp_path / "upload-page.png"))
+    finally:
+        driver.quit()
+
+
+def test_answers_match_offline_inference_of_the_same_model(
+    base_url: str, training_dir: Path, mlflow_uri: str, first_version: str
+) -> None:
+    offline = load_predictor(mlflow_uri, NAME, first_version)
+    images = _examples(training_dir, "clean", 2) + _examples(training_dir, "dusty", 2)
+    expected = offline.predict(np.stack([to_uint8(data, offline.spec.preprocess) for data in images]))
+    files = [("files", (f"{i}.png", data)) for i, data in enumerate(images)]
+    batch = requests.post(f"{base_url}/predict_batch", files=files, timeout=60).json()["results"]
+    single = [requests.post(f"{base_url}/predict", files={"file": ("x.png", d)}, timeout=60).json() for d in images]
+    b64 = [
+        requests.post(f"{base_url}/predict", json={"image": base64.b64encode(d).decode()}, timeout=60).json()
+        for d in images
+    ]
+    for answers in (batch, single, b64):
+        for got, want in zip(answers, expected, strict=True):
+            assert got["prediction"] == want["prediction"]
+            for label, probability in want["probabilities"].items():
+                assert got["probabilities"][label] == pytest.approx(probability, abs=1e-4)
+
+
+def test_health_is_503_until_a_champion_exists_then_200(
+    base_url: str, classification_cfg: LensopsConfig, classification_run: TrainOutcome, mlflow_uri: str
+) -> None:
+    cfg = classification_cfg.model_copy(deep=True)
+    cfg.tracking.registered_model = "test-pending"
+    cfg.serve.watch_interval_s = 1
+    cfg.serve.max_replicas = 1
+    serve.run(build(cfg), name="pending", route_prefix="/pending")
+    before = requests.get(f"{base_url}/pending/health", timeout=30)
+    assert before.status_code == 503
+    assert "test-pending" in before.json()["reason"]
+    assert requests.post(f"{base_url}/pending/predict", json={"image": "aGk="}, timeout=30).status_code == 503
+    trained = registry.find(mlflow_uri, classification_run.model_name, classification_run.version)
+    version = registry.register(mlflow_uri, "test-pending", trained.run_id, trained.source, {}).version
+    registry.set_alias(mlflow_uri, "test-pending", registry.CHAMPION, version)
+    deadline = time.monotonic() + 60
+    while (after := requests.get(f"{base_url}/pending/health", timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, after.text
+        time.sleep(1)
+    assert after.json() == {"status": "ok", "version": version}
+    serve.delete("pending")
+
+
+def test_cli_predict_prints_one_answer_per_image(base_url: str, training_dir: Path) -> None:
+    images = [sorted((training_dir / label).glob("*.png"))[0] for label in ("clean", "dusty")]
+    done = subprocess.run(
+        [sys.executable, "-m", "lensops.cli", "predict", *map(str, images), "--url", base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(p) for p in images]
+    assert all(f"model {NAME} v" in line for line in lines)

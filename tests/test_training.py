@@ -64,8 +64,7 @@ def test_run_holds_config_report_plots_and_model(classification_run: TrainOutcom
 def test_registered_version_reproduces_its_test_metrics(
     classification_run: TrainOutcome, classification_cfg: LensopsConfig, mlflow_uri: str
 ) -> None:
-    loaded = registry.load(mlflow_uri, "test-dust", registry.CHALLENGER)
-    assert loaded.version.version == classification_run.version
+    loaded = registry.load(mlflow_uri, "test-dust", classification_run.version)
     assert loaded.spec.classes == ["clean", "dusty"]
     assert loaded.spec.dataset_version == classification_run.dataset_version
     assert loaded.spec.baseline is not None and loaded.spec.baseline.pixels > 0

@@ -76,6 +76,23 @@ def validate(
         typer.echo(f"report: {report}")
 
 
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to send.", exists=True, dir_okay=False)],
+    url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Send images to a running service and print one answer per image."""
+    from lensops.client import describe, predict_files
+
+    try:
+        answers = predict_files(url, images)
+    except (OSError, RuntimeError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    for path, answer in zip(images, answers, strict=True):
+        typer.echo(f"{path}: {describe(answer)}")
+
+
 def _load(config: Path | None, overrides: list[str]) -> LensopsConfig:
     try:
         return load_config(config, overrides)

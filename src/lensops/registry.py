@@ -19,14 +19,33 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 
 
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version as lensops uses it (MLflow's own type numbers versions as int)."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+
+    @classmethod
+    def of(cls, mlflow_version: ModelVersion) -> RegisteredVersion:
+        return cls(
+            name=mlflow_version.name,
+            version=str(mlflow_version.version),
+            run_id=mlflow_version.run_id,
+            source=mlflow_version.source,
+        )
+
+
 @dataclass
 class LoadedModel:
     model: nn.Module
     spec: ModelSpec
-    version: ModelVersion
+    version: RegisteredVersion
 
 
-def register(uri: str, name: str, run_id: str, source: str, tags: dict[str, str]) -> ModelVersion:
+def register(uri: str, name: str, run_id: str, source: str, tags: dict[str, str]) -> RegisteredVersion:
     """Create a new version of ``name`` from ``source`` and point ``challenger`` at it."""
     mlflow_client = tracking.client(uri)
     try:
@@ -34,18 +53,18 @@ def register(uri: str, name: str, run_id: str, source: str, tags: dict[str, str]
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = mlflow_client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+    version = RegisteredVersion.of(mlflow_client.create_model_version(name, source=source, run_id=run_id, tags=tags))
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
-    return mlflow_client.get_model_version(name, version.version)
+    return version
 
 
-def find(uri: str, name: str, ref: str) -> ModelVersion | None:
+def find(uri: str, name: str, ref: str) -> RegisteredVersion | None:
     """A version by number (``"3"``) or alias (``"champion"``); None when there is none."""
     mlflow_client = tracking.client(uri)
     try:
         if ref.isdigit():
-            return mlflow_client.get_model_version(name, ref)
-        return mlflow_client.get_model_version_by_alias(name, ref)
+            return RegisteredVersion.of(mlflow_client.get_model_version(name, ref))
+        return RegisteredVersion.of(mlflow_client.get_model_version_by_alias(name, ref))
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -56,7 +75,7 @@ def set_alias(uri: str, name: str, alias: str, version: str) -> None:
     tracking.client(uri).set_registered_model_alias(name, alias, version)
 
 
-def load_spec(uri: str, version: ModelVersion) -> ModelSpec:
+def load_spec(uri: str, version: RegisteredVersion) -> ModelSpec:
     """Only the spec of a version (no weights download)."""
     return artifact.load_spec(tracking.download(uri, f"{version.source}/{artifact.SPEC}").parent)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import ray
 
@@ -17,5 +20,28 @@ def init_ray(address: str | None = None) -> None:
         return
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
-    else:
-        ray.init(num_cpus=(os.cpu_count() or 1) + DATA_CPU_HEADROOM)
+    else:  # "local": never attach silently to whatever cluster this machine last started
+        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + DATA_CPU_HEADROOM)
+
+
+def ensure_head(dashboard_port: int = 8265, metrics_port: int = 8080) -> str:
+    """The address of this machine's running Ray, starting a detached head (``ray start
+    --head``) if there is none; it outlives this process, so a Serve application deployed on
+    it keeps running until ``ray stop``."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    if subprocess.run([str(ray_cli), "status"], capture_output=True).returncode == 0:
+        return "auto"
+    subprocess.run(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            f"--num-cpus={(os.cpu_count() or 1) + DATA_CPU_HEADROOM}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--metrics-export-port={metrics_port}",
+            "--disable-usage-stats",
+        ],
+        check=True,
+    )
+    return "auto"

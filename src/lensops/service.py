@@ -8,8 +8,8 @@
   flight finish on the old version, new ones go to the new version, no replica restarts.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the route signatures of the
+# class-based ingress at import time and needs real types (e.g. `request: Request`).
 import asyncio
 import hmac
 import os
@@ -103,7 +103,7 @@ class Ingress:
         self.uri = tracking.resolve_uri(self.cfg.tracking)
         self.name = self.cfg.tracking.registered_model
         self.active: Active | None = None
-        self.last_error = "no model loaded yet"
+        self.last_error = f"waiting for '{self.cfg.serve.version or self.cfg.serve.alias}' of model '{self.name}'"
         self.metrics = IngressMetrics()
         self.swap_lock = asyncio.Lock()
         self.watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -305,6 +305,8 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
 
     ``ingress_env`` sets environment variables of the ingress replicas only (e.g. the reload
     token); with ``serve deploy`` use the application's ``runtime_env`` instead."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.tracking.tracking_uri = tracking.resolve_uri(cfg.tracking)  # replicas run elsewhere
     serve_cfg = cfg.serve
     autoscaling = {
         "min_replicas": serve_cfg.min_replicas,
@@ -315,7 +317,7 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
         InputLimits.from_config(serve_cfg).model_dump()
     )
     model = Model.options(autoscaling_config=autoscaling).bind(
-        tracking.resolve_uri(cfg.tracking),
+        cfg.tracking.tracking_uri,
         cfg.tracking.registered_model,
         serve_cfg.device,
         serve_cfg.max_batch_size,

@@ -8,6 +8,8 @@ logs the report and plots, and registers the model version with alias ``challeng
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +83,8 @@ def _fit_and_register(
         run_config=_run_config(cfg, run_id),
         datasets={"train": augmented(datasets["train"], cfg.preprocess.augment), "val": datasets["val"]},
     )
-    result = trainer.fit()
+    with _quiet_data_progress():  # per-epoch lines from rank 0 are the progress report here
+        result = trainer.fit()
     best = result.get_best_checkpoint(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode)
     with (best or result.checkpoint).as_directory() as directory:
         model, _ = artifact.load(directory)
@@ -101,6 +104,17 @@ def _fit_and_register(
         test_metrics=test_metrics,
         evaluation=evaluation,
     )
+
+
+@contextmanager
+def _quiet_data_progress() -> Iterator[None]:
+    context = ray.data.DataContext.get_current()
+    shown = context.enable_progress_bars
+    context.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = shown
 
 
 def _scaling(cfg: LensopsConfig) -> ScalingConfig:
