@@ -262,7 +262,7 @@ def test_upload_page_shows_label_confidence_and_bars_in_a_real_browser(
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
         driver.get(f"{base_url}/")
-        WebDriverWait(driver, 30).until(lambda d: f"v{first_version}" in d.find_element(By.ID, "meta").text)
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "meta").text.startswith(f"model {NAME} v"))
         image = sorted((training_dir / "dusty").glob("*.png"))[0]
         driver.find_element(By.ID, "file").send_keys(str(image))
         WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "label").text)

@@ -116,7 +116,7 @@ class TrainConfig(Section):
     """Mixed precision; only takes effect on GPU."""
     max_failures: int = Field(2, ge=0)
     fail_at_epoch: int | None = None
-    """Fault injection for tests and drills: rank 0 dies once at the start of this epoch."""
+    """Fault drill: rank 0 dies once, a few batches into this epoch (only in a fresh attempt)."""
     seed: int = 0
     storage_path: str | None = None
     """Ray Train storage for checkpoints; defaults to ``<work_dir>/ray_results``."""

@@ -40,6 +40,36 @@ api = FastAPI(
 UPLOAD_PAGE = Path(__file__).with_name("upload.html")
 
 
+# Helpers come before the deployments: `@serve.ingress` captures the class at definition time.
+
+
+async def _form_files(request: Request, field: str) -> list[bytes]:
+    form = await request.form()
+    return [await item.read() for item in form.getlist(field) if hasattr(item, "read")]
+
+
+async def _json_images(request: Request, field: str, many: bool) -> list[bytes]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InputError("invalid_json", "request body is not valid JSON") from None
+    value = body.get(field) if isinstance(body, dict) else None
+    if value is None:
+        return []
+    if many != isinstance(value, list):
+        kind = "a list of base64 strings" if many else "a base64 string"
+        raise InputError("missing_field", f"'{field}' must be {kind}")
+    return [decode_base64(v) for v in (value if many else [value])]
+
+
+def _device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class Preprocessor:
     """CPU tier: validate and decode one image into the model's uint8 input."""
@@ -271,33 +301,6 @@ class Ingress:
             if not interval and self.active is not None:
                 return
             await asyncio.sleep(interval or 2.0)
-
-
-async def _form_files(request: Request, field: str) -> list[bytes]:
-    form = await request.form()
-    return [await item.read() for item in form.getlist(field) if hasattr(item, "read")]
-
-
-async def _json_images(request: Request, field: str, many: bool) -> list[bytes]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InputError("invalid_json", "request body is not valid JSON") from None
-    value = body.get(field) if isinstance(body, dict) else None
-    if value is None:
-        return []
-    if many != isinstance(value, list):
-        kind = "a list of base64 strings" if many else "a base64 string"
-        raise InputError("missing_field", f"'{field}' must be {kind}")
-    return [decode_base64(v) for v in (value if many else [value])]
-
-
-def _device(setting: str) -> str:
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
 
 
 def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serve.Application:

@@ -72,8 +72,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.epochs):
-        _maybe_inject_failure(cfg, epoch, rank, resumed=checkpoint is not None)
-        metrics = {**step.run(train_shard, optimizer), **step.run(val_shard, None)}
+        drill = cfg.fail_at_epoch == epoch and rank == 0 and checkpoint is None
+        metrics = {**step.run(train_shard, optimizer, fail_midway=drill), **step.run(val_shard, None)}
         metrics |= {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         scheduler.step()
         stop = stopper.update(metrics)
@@ -99,7 +99,9 @@ class _Step:
         )
         self.scaler = torch.amp.GradScaler(enabled=amp)
 
-    def run(self, shard: ray.data.DataIterator, optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
+    def run(
+        self, shard: ray.data.DataIterator, optimizer: torch.optim.Optimizer | None, fail_midway: bool = False
+    ) -> dict[str, float]:
         training = optimizer is not None
         self.model.train(training)
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, score, count, secs
@@ -110,7 +112,9 @@ class _Step:
             local_shuffle_buffer_size=8 * self.cfg.batch_size if training else None,
         )
         with torch.set_grad_enabled(training):
-            for batch in batches:
+            for index, batch in enumerate(batches):
+                if fail_midway and index == 2:
+                    _die(f"injected failure: rank 0 exits mid-epoch (batch {index})")
                 totals[:3] += self._batch(batch, optimizer)
         totals[3] = time.perf_counter() - started
         return self._summarise(totals, "train" if training else "val")
@@ -181,11 +185,11 @@ def _progress(metrics: dict[str, float], epochs: int) -> str:
     return f"[lensops] epoch {metrics['epoch'] + 1}/{epochs} lr={metrics['lr']:.3g} {shown}"
 
 
-def _maybe_inject_failure(cfg: TrainConfig, epoch: int, rank: int, resumed: bool) -> None:
-    """Fault drill: rank 0's process dies at ``fail_at_epoch`` in an attempt that started fresh."""
-    if cfg.fail_at_epoch == epoch and rank == 0 and not resumed:
-        print(f"[lensops] injected failure: rank 0 exits at the start of epoch {epoch}", flush=True)
-        os._exit(1)
+def _die(reason: str) -> None:
+    """Fault drill (``train.fail_at_epoch``): the worker process dies as a crashed one would,
+    in an attempt that started from scratch, so the restarted group resumes from a checkpoint."""
+    print(f"[lensops] {reason}", flush=True)
+    os._exit(1)
 
 
 def _report(metrics, model, optimizer, scheduler, stopper, spec, epoch, rank) -> None:
