@@ -118,6 +118,7 @@ class Model:
 @dataclass(frozen=True)
 class Active:
     version: str
+    run_id: str
     spec: ModelSpec
 
 
@@ -187,11 +188,10 @@ class Ingress:
             active = self._require_active()
         except InputError as exc:
             return self._reject(exc)
-        version = await asyncio.to_thread(registry.find, self.uri, self.name, active.version)
         return JSONResponse(
             {
                 **self._identity(active),
-                "run_id": version.run_id if version else None,
+                "run_id": active.run_id,
                 "metrics": active.spec.metrics,
                 "spec": active.spec.model_dump(mode="json"),
             }
@@ -286,7 +286,7 @@ class Ingress:
             if self.active is None or self.active.version != version.version:
                 spec = await asyncio.to_thread(registry.load_spec, self.uri, version)
                 await self._model_for(version.version).describe.remote()
-                self.active = Active(version=version.version, spec=spec)
+                self.active = Active(version=version.version, run_id=version.run_id, spec=spec)
                 self.metrics.active(version.version)
             return version.version
 
