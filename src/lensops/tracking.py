@@ -18,6 +18,7 @@ import mlflow
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
+from ray.train import UserCallback
 
 from lensops.config import LensopsConfig, TrackingConfig
 from lensops.validation import ValidationReport
@@ -90,6 +91,21 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0)
 
 def log_epoch(uri: str, run_id: str, metrics: dict[str, float], epoch: int) -> None:
     log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+class EpochLogger(UserCallback):
+    """Ray Train callback, run on the Train controller: logs each epoch's metrics once the
+    controller has registered that report (and its checkpoint). Epochs lost to a worker
+    failure are never logged, so after a restart the run's metric history stays continuous."""
+
+    def __init__(self, uri: str, run_id: str, epochs: int):
+        self.uri, self.run_id, self.epochs = uri, run_id, epochs
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        reported = metrics[0]  # all ranks report the same all-reduced metrics
+        log_epoch(self.uri, self.run_id, reported, int(reported["epoch"]))
+        shown = " ".join(f"{k}={v:.4g}" for k, v in reported.items() if k not in ("epoch", "lr"))
+        print(f"[lensops] epoch {reported['epoch'] + 1}/{self.epochs} lr={reported['lr']:.3g} {shown}", flush=True)
 
 
 def log_figure(uri: str, run_id: str, figure: Figure, path: str) -> None:

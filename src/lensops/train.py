@@ -78,9 +78,9 @@ def _fit_and_register(
 ) -> TrainOutcome:
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "run_id": run_id, "tracking_uri": uri},
+        train_loop_config={"spec": spec.model_dump(mode="json")},
         scaling_config=_scaling(cfg),
-        run_config=_run_config(cfg, run_id),
+        run_config=_run_config(cfg, run_id, uri),
         datasets={"train": augmented(datasets["train"], cfg.preprocess.augment), "val": datasets["val"]},
     )
     with _quiet_data_progress():  # per-epoch lines from rank 0 are the progress report here
@@ -124,12 +124,13 @@ def _scaling(cfg: LensopsConfig) -> ScalingConfig:
     return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources)
 
 
-def _run_config(cfg: LensopsConfig, run_id: str) -> RunConfig:
+def _run_config(cfg: LensopsConfig, run_id: str, uri: str) -> RunConfig:
     storage = cfg.train.storage_path or str(Path(cfg.data.work_dir).resolve() / "ray_results")
     return RunConfig(
         name=f"lensops-{run_id}",
         storage_path=storage,
         failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        callbacks=[tracking.EpochLogger(uri, run_id, cfg.train.epochs)],
         checkpoint_config=CheckpointConfig(
             num_to_keep=1,
             checkpoint_score_attribute=cfg.train.early_stopping_metric,

@@ -3,8 +3,8 @@
 Each epoch: train on this worker's shard, validate on its val shard, all-reduce the sums so
 every rank sees global metrics, save a checkpoint (model, optimizer, scheduler, epoch,
 early-stopping state, spec) and report it. After a worker failure Ray Train restarts the
-group and the loop resumes from the latest checkpoint; rank 0 keeps logging into the same
-MLflow run, whose id travels in the loop config.
+group and the loop resumes from the latest checkpoint. Workers never talk to MLflow: the
+controller logs what it registered (:class:`lensops.tracking.EpochLogger`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 
-from lensops import artifact, tracking
+from lensops import artifact
 from lensops.artifact import ModelSpec
 from lensops.config import TrainConfig
 from lensops.models import build_model, parameter_groups, unwrap
@@ -52,7 +52,6 @@ class EarlyStopping:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     spec = ModelSpec.model_validate(config["spec"])
     cfg = TrainConfig.model_validate(spec.config["train"])
-    run_id, tracking_uri = config["run_id"], config["tracking_uri"]
     torch.manual_seed(cfg.seed)
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
@@ -78,9 +77,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.step()
         stop = stopper.update(metrics)
         _report(metrics, model, optimizer, scheduler, stopper, spec, epoch, rank)
-        if rank == 0:
-            tracking.log_epoch(tracking_uri, run_id, metrics, epoch)
-            print(_progress(metrics, cfg.epochs), flush=True)
         if stop:
             break
 
@@ -178,11 +174,6 @@ def _lr_factor(cfg: TrainConfig):
         return 1.0
 
     return factor
-
-
-def _progress(metrics: dict[str, float], epochs: int) -> str:
-    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "lr"))
-    return f"[lensops] epoch {metrics['epoch'] + 1}/{epochs} lr={metrics['lr']:.3g} {shown}"
 
 
 def _die(reason: str) -> None:
