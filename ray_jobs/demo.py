@@ -50,7 +50,7 @@ def main() -> None:
     print(" ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()))
 
     print("\n== 3/4 evaluate against the champion ==")
-    decision = evaluate_and_promote(cfg, outcome.version)
+    decision = evaluate_and_promote(cfg, outcome.version, catalog)
     verdict = "promoted to champion" if decision.promoted else "champion kept"
     print(f"version {decision.challenger.version}: {verdict} ({decision.reason})")
 

@@ -130,7 +130,12 @@ def test_batch_keeps_order_and_isolates_a_bad_item(base_url: str, training_dir: 
     singles = [
         requests.post(f"{base_url}/predict", files={"file": ("x.png", d)}, timeout=60).json() for d in (clean, dusty)
     ]
-    assert [results[0], results[2]] == singles
+    for got, want in zip([results[0], results[2]], singles, strict=True):
+        # batched and single forward passes may differ in the last float bits
+        assert {k: v for k, v in got.items() if k not in ("confidence", "probabilities")} == {
+            k: v for k, v in want.items() if k not in ("confidence", "probabilities")
+        }
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import ray
 from pydantic import BaseModel
 
 from lensops import registry, tracking
-from lensops.catalog import build_catalog
+from lensops.catalog import Catalog, build_catalog
 from lensops.config import DataConfig, LensopsConfig
 from lensops.datasets import split_datasets
 from lensops.evaluate import default_metric, evaluate, higher_is_better
@@ -41,14 +41,18 @@ def decide(metric: str, margin: float, challenger: float, champion: float | None
     return False, f"{metric} changes by {gain:+.4f}, not more than margin {margin}"
 
 
-def evaluate_and_promote(cfg: LensopsConfig, challenger_ref: str = registry.CHALLENGER) -> Decision:
-    """Score challenger and champion on the challenger's data, then promote or keep."""
+def evaluate_and_promote(
+    cfg: LensopsConfig, challenger_ref: str = registry.CHALLENGER, catalog: Catalog | None = None
+) -> Decision:
+    """Score challenger and champion on the challenger's data, then promote or keep.
+
+    ``catalog`` reuses a catalog of that same data built just before (as the demo does)."""
     uri = tracking.resolve_uri(cfg.tracking)
     name = cfg.tracking.registered_model
     challenger = registry.load(uri, name, challenger_ref)
     champion_version = registry.find(uri, name, CHAMPION)
     data_cfg = DataConfig.model_validate(challenger.spec.config["data"])
-    catalog = build_catalog(data_cfg)
+    catalog = catalog or build_catalog(data_cfg)
     test_splits: dict[PreprocessSpec, ray.data.Dataset] = {}
 
     def score(loaded: LoadedModel) -> Score:

@@ -6,7 +6,9 @@ versions get the alias ``challenger``; the alias ``champion`` marks what is serv
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -77,12 +79,14 @@ def set_alias(uri: str, name: str, alias: str, version: str) -> None:
 
 def load_spec(uri: str, version: RegisteredVersion) -> ModelSpec:
     """Only the spec of a version (no weights download)."""
-    return artifact.load_spec(tracking.download(uri, f"{version.source}/{artifact.SPEC}").parent)
+    with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:
+        return artifact.load_spec(tracking.download(uri, f"{version.source}/{artifact.SPEC}", Path(tmp)).parent)
 
 
 def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
     version = find(uri, name, ref)
     if version is None:
         raise LookupError(f"registered model '{name}' has no version or alias '{ref}'")
-    model, spec = artifact.load(tracking.download(uri, version.source), device)
+    with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:  # weights are read into memory
+        model, spec = artifact.load(tracking.download(uri, version.source, Path(tmp)), device)
     return LoadedModel(model=model, spec=spec, version=version)

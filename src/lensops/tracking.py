@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -132,11 +131,9 @@ def end_run(uri: str, run_id: str, succeeded: bool) -> None:
     client(uri).set_terminated(run_id, RunStatus.to_string(status))
 
 
-def download(uri: str, artifact_uri: str) -> Path:
-    """Fetch artifacts to a fresh local folder (works for file, S3 and server-proxied stores)."""
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=artifact_uri, dst_path=tempfile.mkdtemp(prefix="lensops-"), tracking_uri=uri
-    )
+def download(uri: str, artifact_uri: str, destination: Path) -> Path:
+    """Fetch artifacts into ``destination`` (works for file, S3 and server-proxied stores)."""
+    local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=uri)
     return Path(local)
 
 
