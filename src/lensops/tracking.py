@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from ray.train import UserCallback
 
@@ -24,6 +26,7 @@ from lensops.validation import ValidationReport
 
 LOCAL_STORE = Path("mlruns")
 MAX_BATCH = 100
+PARENT_TAG = "mlflow.parentRunId"
 
 
 def resolve_uri(cfg: TrackingConfig) -> str:
@@ -59,27 +62,74 @@ def git_commit() -> str:
     return out.stdout.strip()
 
 
-def start_run(uri: str, cfg: LensopsConfig, report: ValidationReport, commit: str, name: str | None = None) -> str:
-    """Open a run with the resolved config as params and the validation report as artifact."""
+def start_run(
+    uri: str,
+    cfg: LensopsConfig,
+    report: ValidationReport,
+    commit: str,
+    name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Open a run with the resolved config as params and the validation report as artifact;
+    with ``parent_run_id`` it is nested under that run (a sweep trial, a pipeline step)."""
+    tags = {
+        "lensops.dataset_version": report.dataset_version,
+        "lensops.task": cfg.model.task,
+        "mlflow.source.git.commit": commit,
+        **(tags or {}),
+    }
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
+    run_id = create_run(uri, cfg.tracking.experiment, name, tags)
     mlflow_client = client(uri)
-    run = mlflow_client.create_run(
-        experiment_id(uri, cfg.tracking.experiment),
-        run_name=name,
-        tags={
-            "lensops.dataset_version": report.dataset_version,
-            "lensops.task": cfg.model.task,
-            "mlflow.source.git.commit": commit,
-        },
-    )
-    run_id = run.info.run_id
-    params = [Param(k, str(v)) for k, v in cfg.flat().items()]
-    params.append(Param("dataset_version", report.dataset_version))
-    for i in range(0, len(params), MAX_BATCH):
-        mlflow_client.log_batch(run_id, params=params[i : i + MAX_BATCH])
+    log_params(uri, run_id, {**cfg.flat(), "dataset_version": report.dataset_version})
     mlflow_client.log_dict(run_id, cfg.model_dump(mode="json"), "config/resolved.yaml")
     mlflow_client.log_dict(run_id, report.model_dump(mode="json"), "data/validation.json")
     log_metrics(uri, run_id, {"data_kept_files": report.kept_files, "data_skipped_files": len(report.skipped)})
     return run_id
+
+
+def create_run(uri: str, experiment: str, name: str | None, tags: dict[str, str]) -> str:
+    return client(uri).create_run(experiment_id(uri, experiment), run_name=name, tags=tags).info.run_id
+
+
+def find_run(uri: str, experiment: str, tags: dict[str, str]) -> str | None:
+    """The newest run of ``experiment`` carrying all of ``tags``."""
+    mlflow_client = client(uri)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = mlflow_client.search_runs(
+        [found.experiment_id], where, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def set_status(uri: str, run_id: str, status: str) -> None:
+    client(uri).update_run(run_id, status=status)
+
+
+def children(uri: str, parent_run_id: str) -> list[Run]:
+    """Runs nested under ``parent_run_id``, oldest first."""
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(parent_run_id)
+    return mlflow_client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    entries = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(entries), MAX_BATCH):
+        client(uri).log_batch(run_id, params=entries[i : i + MAX_BATCH])
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -126,9 +176,23 @@ def log_directory(uri: str, run_id: str, directory: Path, artifact_path: str) ->
     return f"{mlflow_client.get_run(run_id).info.artifact_uri}/{artifact_path}"
 
 
-def end_run(uri: str, run_id: str, succeeded: bool) -> None:
-    status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
-    client(uri).set_terminated(run_id, RunStatus.to_string(status))
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Close a run as FINISHED, FAILED or KILLED."""
+    client(uri).set_terminated(run_id, status)
+
+
+@contextmanager
+def closing(uri: str, run_id: str) -> Iterator[str]:
+    """Ends ``run_id`` FINISHED when the block succeeds, KILLED on Ctrl-C, FAILED otherwise."""
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        end_run(uri, run_id, "KILLED")
+        raise
+    except BaseException:
+        end_run(uri, run_id, "FAILED")
+        raise
+    end_run(uri, run_id)
 
 
 def download(uri: str, artifact_uri: str, destination: Path) -> Path:

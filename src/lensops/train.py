@@ -8,13 +8,13 @@ logs the report and plots, and registers the model version with alias ``challeng
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
 from lensops import artifact, registry, tracking
@@ -38,25 +38,88 @@ class TrainOutcome:
     evaluation: Evaluation
 
 
-def fit(cfg: LensopsConfig, catalog: Catalog | None = None) -> TrainOutcome:
+@dataclass
+class Prepared:
+    """What every fit of one config needs: the data, its splits and the model spec."""
+
+    uri: str
+    catalog: Catalog
+    spec: ModelSpec
+    datasets: dict[str, ray.data.Dataset]
+
+
+def fit(cfg: LensopsConfig, catalog: Catalog | None = None, parent_run_id: str | None = None) -> TrainOutcome:
     """Train, evaluate and register; ``catalog`` skips re-validating data checked just before."""
+    prepared = prepare(cfg, catalog)
+    run_id = open_run(cfg, prepared, parent_run_id)
+    with tracking.closing(prepared.uri, run_id):
+        result = run_trainer(cfg, prepared, run_id)
+        best = result.get_best_checkpoint(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode)
+        return conclude(cfg, prepared, run_id, best or result.checkpoint)
+
+
+def prepare(cfg: LensopsConfig, catalog: Catalog | None = None) -> Prepared:
     if cfg.model.task == "regression" and not cfg.data.target_column:
         raise ValueError("model.task=regression needs data.target_column (a numeric manifest column)")
     catalog = catalog or build_catalog(cfg.data)
     catalog.write(Path(cfg.data.work_dir) / "datasets")
-    uri = tracking.resolve_uri(cfg.tracking)
-    commit = tracking.git_commit()
-    spec = _spec(cfg, catalog, commit)
+    spec = _spec(cfg, catalog, tracking.git_commit())
     datasets = split_datasets(catalog, spec.preprocess, cfg.data)
-    run_id = tracking.start_run(uri, cfg, catalog.report, commit)
-    print(f"[lensops] MLflow run {run_id} ({uri})", flush=True)
-    try:
-        outcome = _fit_and_register(cfg, spec, datasets, run_id, uri)
-    except BaseException:
-        tracking.end_run(uri, run_id, succeeded=False)
-        raise
-    tracking.end_run(uri, run_id, succeeded=True)
-    return outcome
+    return Prepared(tracking.resolve_uri(cfg.tracking), catalog, spec, datasets)
+
+
+def open_run(cfg: LensopsConfig, prepared: Prepared, parent_run_id: str | None = None, name: str | None = None) -> str:
+    run_id = tracking.start_run(
+        prepared.uri, cfg, prepared.catalog.report, prepared.spec.git_commit, name=name, parent_run_id=parent_run_id
+    )
+    print(f"[lensops] MLflow run {run_id} ({prepared.uri})", flush=True)
+    return run_id
+
+
+def run_trainer(
+    cfg: LensopsConfig,
+    prepared: Prepared,
+    run_id: str,
+    callbacks: Sequence[UserCallback] = (),
+    name: str | None = None,
+) -> Result:
+    """One data-parallel ``TorchTrainer`` fit; epochs are logged into ``run_id`` as they end.
+
+    A fit with the ``name`` of an interrupted one resumes from its latest checkpoint."""
+    logger = tracking.EpochLogger(prepared.uri, run_id, cfg.train.epochs)
+    datasets = prepared.datasets
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": prepared.spec.model_dump(mode="json")},
+        scaling_config=_scaling(cfg),
+        run_config=_run_config(cfg, name or f"lensops-{run_id}", [logger, *callbacks]),
+        datasets={"train": augmented(datasets["train"], cfg.preprocess.augment), "val": datasets["val"]},
+    )
+    with _quiet_data_progress():  # per-epoch lines from the controller are the progress report here
+        return trainer.fit()
+
+
+def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Checkpoint) -> TrainOutcome:
+    """Evaluate a checkpoint on the test split, log the report and model, register it."""
+    with checkpoint.as_directory() as directory:
+        model, _ = artifact.load(directory)
+    evaluation = evaluate(model, prepared.spec, prepared.datasets["test"])
+    test_metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
+    _log_evaluation(prepared.uri, run_id, evaluation, test_metrics)
+    baseline = channel_stats(prepared.datasets["train"])
+    final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": baseline})
+    with tempfile.TemporaryDirectory() as tmp:
+        source = tracking.log_directory(prepared.uri, run_id, artifact.save(tmp, model, final), "model")
+    tags = {"dataset_version": final.dataset_version, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
+    version = registry.register(prepared.uri, cfg.tracking.registered_model, run_id, source, tags)
+    return TrainOutcome(
+        run_id=run_id,
+        model_name=cfg.tracking.registered_model,
+        version=version.version,
+        dataset_version=final.dataset_version,
+        test_metrics=test_metrics,
+        evaluation=evaluation,
+    )
 
 
 def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
@@ -70,39 +133,6 @@ def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
         data_source=catalog.source,
         config=cfg.model_dump(mode="json"),
         git_commit=commit,
-    )
-
-
-def _fit_and_register(
-    cfg: LensopsConfig, spec: ModelSpec, datasets: dict[str, ray.data.Dataset], run_id: str, uri: str
-) -> TrainOutcome:
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump(mode="json")},
-        scaling_config=_scaling(cfg),
-        run_config=_run_config(cfg, run_id, uri),
-        datasets={"train": augmented(datasets["train"], cfg.preprocess.augment), "val": datasets["val"]},
-    )
-    with _quiet_data_progress():  # per-epoch lines from rank 0 are the progress report here
-        result = trainer.fit()
-    best = result.get_best_checkpoint(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode)
-    with (best or result.checkpoint).as_directory() as directory:
-        model, _ = artifact.load(directory)
-    evaluation = evaluate(model, spec, datasets["test"])
-    test_metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
-    _log_evaluation(uri, run_id, evaluation, test_metrics)
-    final = spec.model_copy(update={"metrics": test_metrics, "baseline": channel_stats(datasets["train"])})
-    with tempfile.TemporaryDirectory() as tmp:
-        source = tracking.log_directory(uri, run_id, artifact.save(tmp, model, final), "model")
-    tags = {"dataset_version": spec.dataset_version, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
-    version = registry.register(uri, cfg.tracking.registered_model, run_id, source, tags)
-    return TrainOutcome(
-        run_id=run_id,
-        model_name=cfg.tracking.registered_model,
-        version=version.version,
-        dataset_version=spec.dataset_version,
-        test_metrics=test_metrics,
-        evaluation=evaluation,
     )
 
 
@@ -124,13 +154,13 @@ def _scaling(cfg: LensopsConfig) -> ScalingConfig:
     return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources)
 
 
-def _run_config(cfg: LensopsConfig, run_id: str, uri: str) -> RunConfig:
+def _run_config(cfg: LensopsConfig, name: str, callbacks: list[UserCallback]) -> RunConfig:
     storage = cfg.train.storage_path or str(Path(cfg.data.work_dir).resolve() / "ray_results")
     return RunConfig(
-        name=f"lensops-{run_id}",
+        name=name,
         storage_path=storage,
         failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-        callbacks=[tracking.EpochLogger(uri, run_id, cfg.train.epochs)],
+        callbacks=callbacks,
         checkpoint_config=CheckpointConfig(
             num_to_keep=1,
             checkpoint_score_attribute=cfg.train.early_stopping_metric,

@@ -1,0 +1,185 @@
+"""Ray Tune sweeps: definitions validated up front, then a real ASHA sweep on local Ray.
+
+The sweep's grid mixes useful and useless learning rates, so ASHA has poor trials to stop at
+its first rung; each trial is a real Ray Train fit tracked as an MLflow child run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from ray.tune.schedulers import ASHAScheduler
+
+from lensops import registry, tracking
+from lensops.config import ConfigError, LensopsConfig
+from lensops.sweep import SweepOutcome, run_sweep
+from lensops.sweep_config import SweepConfig, load_sweep, trial_config
+
+SHIPPED = sorted((REPO / "tuning").glob("*.yaml"))
+
+
+def _write(tmp_path: Path, **fields) -> Path:
+    definition = {"name": "t", "base_config": str(REPO / "configs" / "synthetic.yaml"), **fields}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_sweeps_are_valid(path: Path) -> None:
+    sweep, base = load_sweep(path)
+    assert sweep.space and base.train.early_stopping_metric == sweep.metric
+
+
+def test_shipped_sweeps_cover_classification_and_regression() -> None:
+    tasks = {load_sweep(p)[1].model.task for p in SHIPPED}
+    assert tasks == {"classification", "regression"}
+
+
+def test_unknown_space_key_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, space={"train.lrr": {"choice": [0.1]}})
+    with pytest.raises(ConfigError, match=r"train\.lrr"):
+        load_sweep(path)
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="trian"):
+        load_sweep(_write(tmp_path, space={"trian.lr": {"choice": [0.1]}}))
+
+
+def test_invalid_value_in_space_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+        load_sweep(_write(tmp_path, space={"train.batch_size": {"choice": [0, 8]}}))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"space": {"train.lr": {"loguniform": [0, 1]}}}, "positive"),
+        ({"space": {"train.lr": {"uniform": [0.1, 0.01]}}}, "below"),
+        ({"space": {"train.lr": {"between": [1, 2]}}}, "between"),
+        ({"space": {"train.lr": {"grid": [0.1]}}, "search": {"algorithm": "optuna"}}, "choice"),
+        ({"space": {"train.lr": {"uniform": [0.1, 0.2]}}, "search": {"algorithm": "grid"}}, "grid"),
+        ({"space": {"train.lr": {"choice": [0.1]}}, "metric": "val_acc"}, "val_acc"),
+        ({"space": {}}, "space"),
+        ({"space": {"train.lr": {"choice": [0.1]}}, "schedular": {}}, "schedular"),
+    ],
+)
+def test_invalid_definitions_fail_with_the_reason(tmp_path: Path, fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(_write(tmp_path, **fields))
+
+
+def test_section_choice_merges_a_bundle_of_settings(tmp_path: Path) -> None:
+    bundle = {"architecture": "timm:tf_efficientnet_lite0", "weights": "efficientnet-lite0"}
+    _, base = load_sweep(_write(tmp_path, space={"model": {"choice": [bundle]}}))
+    cfg = trial_config(base, {"model": bundle})
+    assert cfg.model.architecture == bundle["architecture"] and cfg.model.weights == bundle["weights"]
+    assert cfg.model.task == base.model.task  # untouched keys of the section stay
+
+
+def test_sweep_fixes_resources_and_ranks_by_its_metric(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        metric="val_accuracy",
+        mode="max",
+        resources={"num_workers": 3, "cpus_per_worker": 2},
+        space={"train.lr": {"loguniform": [1e-4, 1e-2]}},
+    )
+    sweep, base = load_sweep(path)
+    assert (base.train.num_workers, base.train.cpus_per_worker) == (3, 2)
+    assert (base.train.early_stopping_metric, base.train.early_stopping_mode) == ("val_accuracy", "max")
+    scheduler = sweep.trial_scheduler(base.train.epochs)
+    assert isinstance(scheduler, ASHAScheduler)
+
+
+@pytest.fixture(scope="module")
+def asha_definition(training_dir: Path, mlflow_uri: str, tmp_path_factory) -> tuple[SweepConfig, LensopsConfig]:
+    work = tmp_path_factory.mktemp("sweep")
+    path = _write(
+        work,
+        name="test-asha",
+        metric="val_loss",
+        mode="min",
+        num_samples=1,
+        max_concurrent_trials=2,
+        search={"algorithm": "grid"},
+        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+        resources={"num_workers": 1, "cpus_per_worker": 1},
+        storage_path=str(work / "tune"),
+        # good, useless, good, useless: the useless ones cannot keep up at the first rung
+        space={"train.lr": {"grid": [0.003, 0.000001, 0.001, 0.00001]}},
+    )
+    return load_sweep(
+        path,
+        [
+            f"data.source={training_dir}",
+            f"data.work_dir={work}",
+            f"tracking.tracking_uri={mlflow_uri}",
+            "tracking.experiment=test-sweep",
+            "tracking.registered_model=test-sweep",
+            "model.architecture=timm:tf_efficientnet_lite0",
+            "model.weights=efficientnet-lite0",
+            "preprocess.image_size=48",
+            "train.epochs=3",
+            "train.warmup_epochs=0",
+            "train.batch_size=16",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(ray_cluster: None, asha_definition: tuple[SweepConfig, LensopsConfig]) -> SweepOutcome:
+    return run_sweep(*asha_definition)
+
+
+@pytest.mark.slow
+def test_asha_stops_poor_trials_early(asha_sweep: SweepOutcome, mlflow_uri: str) -> None:
+    stopped = [t for t in asha_sweep.trials if t.status == "stopped"]
+    assert stopped, [(t.params, t.status, t.epochs) for t in asha_sweep.trials]
+    client = tracking.client(mlflow_uri)
+    for trial in stopped:
+        run = client.get_run(trial.run_id)
+        assert run.info.status == "KILLED" and run.data.tags["lensops.stopped_early"] == "scheduler"
+        # its training really stopped: fewer epochs were ever logged than planned
+        assert len(client.get_metric_history(trial.run_id, "val_loss")) < 3
+    assert all(t.params["train.lr"] in (0.000001, 0.00001) for t in stopped)
+
+
+@pytest.mark.slow
+def test_mlflow_holds_one_parent_and_a_child_per_trial(asha_sweep: SweepOutcome, mlflow_uri: str) -> None:
+    children = tracking.children(mlflow_uri, asha_sweep.parent_run_id)
+    assert len(children) == 4
+    assert sorted(float(c.data.params["train.lr"]) for c in children) == [0.000001, 0.00001, 0.001, 0.003]
+    assert all("val_loss" in c.data.metrics for c in children)
+    client = tracking.client(mlflow_uri)
+    parent = client.get_run(asha_sweep.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space.train.lr"].startswith('{"grid"')
+    artifacts = {a.path for folder in ("sweep", "plots") for a in client.list_artifacts(parent.info.run_id, folder)}
+    assert {"sweep/trials.json", "sweep/best_config.yaml", "sweep/definition.yaml", "plots/trials.png"} <= artifacts
+    assert parent.data.metrics["trials_stopped"] >= 1
+
+
+@pytest.mark.slow
+def test_best_trial_is_registered_as_challenger(asha_sweep: SweepOutcome, mlflow_uri: str) -> None:
+    best = asha_sweep.trials[0]
+    assert best.params["train.lr"] in (0.003, 0.001)
+    assert best.best == min(t.best for t in asha_sweep.trials if t.best is not None)
+    challenger = registry.find(mlflow_uri, "test-sweep", registry.CHALLENGER)
+    assert challenger.version == asha_sweep.best.version and challenger.run_id == best.run_id
+    assert asha_sweep.best.test_metrics["test_accuracy"] >= 0.7
+
+
+@pytest.mark.slow
+def test_finished_sweep_is_restored_not_rerun(
+    asha_sweep: SweepOutcome, asha_definition: tuple[SweepConfig, LensopsConfig], mlflow_uri: str
+) -> None:
+    """Running the same sweep again restores Tune's experiment: no new trial, same ranking."""
+    again = run_sweep(*asha_definition)
+    assert again.parent_run_id == asha_sweep.parent_run_id
+    assert [t.trial_id for t in again.trials] == [t.trial_id for t in asha_sweep.trials]
+    assert len(tracking.children(mlflow_uri, asha_sweep.parent_run_id)) == 4
