@@ -1,7 +1,10 @@
-"""``ray job submit`` against a real ``ray start --head`` node, then champion/challenger.
+"""``ray job submit`` against a real ``ray start --head`` node: training, champion/challenger,
+``serve deploy`` and the retraining pipeline with the deployed service following the champion.
 
-The submitted job trains a deliberately weak model (one epoch at a tiny learning rate) into
-the registry that ``test_training`` filled; evaluation must then refuse to promote it.
+The submitted training job makes a deliberately weak model (one epoch at a tiny learning rate)
+in the registry that ``test_training`` filled; evaluation must refuse to promote it. Pipeline
+jobs then promote a better model (the service swaps under a request loop) and keep the
+champion against a worse one or a failed step.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from traffic import RequestLoop
 
-from lensops import registry
+from lensops import registry, tracking
 from lensops.config import LensopsConfig
 from lensops.train import TrainOutcome
 
@@ -31,6 +35,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RELOAD_TOKEN = "job-test-token"
+SERVE = [str(BIN / "serve")]
+WATCH_S = 2
 
 
 def _free_port() -> int:
@@ -74,7 +80,7 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
             "--head",
             "--block",
             f"--port={_free_port()}",
-            "--num-cpus=4",
+            "--num-cpus=6",  # the service holds 2.5 while a pipeline trains beside it
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
@@ -98,43 +104,36 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
         process.wait(timeout=60)
 
 
+def _submit(ray_head: str, *entrypoint: str) -> subprocess.CompletedProcess:
+    """``ray job submit`` of this repository as working dir; waits for the job to end."""
+    command = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--", *entrypoint]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _sets(cfg: LensopsConfig, work: Path, experiment: str, *extra: str) -> list[str]:
+    overrides = [
+        f"data.source={cfg.data.source}",
+        f"data.work_dir={work}",
+        f"tracking.tracking_uri={cfg.tracking.tracking_uri}",
+        f"tracking.experiment={experiment}",
+        f"tracking.registered_model={cfg.tracking.registered_model}",
+        *extra,
+    ]
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+WEAK = ("train.epochs=1", "train.lr=0.000001", "train.warmup_epochs=0")
+"""One epoch at a tiny learning rate: a model no better than chance."""
+
+
 @pytest.fixture(scope="module")
 def submitted_weak_version(
     ray_head: str, classification_run: TrainOutcome, classification_cfg: LensopsConfig, tmp_path_factory
 ) -> str:
     work = tmp_path_factory.mktemp("job-work")
-    command = [
-        str(BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        ray_head,
-        "--working-dir",
-        str(REPO),
-        "--",
-        "python",
-        "ray_jobs/train.py",
-        "--config",
-        "configs/synthetic.yaml",
-        "--set",
-        f"data.source={classification_cfg.data.source}",
-        "--set",
-        f"data.work_dir={work}",
-        "--set",
-        f"tracking.tracking_uri={classification_cfg.tracking.tracking_uri}",
-        "--set",
-        "tracking.experiment=test-jobs",
-        "--set",
-        f"tracking.registered_model={classification_cfg.tracking.registered_model}",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.lr=0.000001",
-        "--set",
-        "train.warmup_epochs=0",
-    ]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    sets = _sets(classification_cfg, work, "test-jobs", *WEAK)
+    done = _submit(ray_head, "python", "ray_jobs/train.py", "--config", "configs/synthetic.yaml", *sets)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr)
     line = next(line for line in done.stdout.splitlines() if line.startswith("registered:"))
@@ -185,45 +184,50 @@ def test_worse_challenger_is_refused_and_champion_kept(
     assert registry.find(uri, name, registry.CHAMPION).version == classification_run.version
 
 
-def test_serve_deploy_of_the_shipped_config_serves_the_champion(
-    ray_head: str,
-    submitted_weak_version: str,
-    classification_run: TrainOutcome,
-    classification_cfg: LensopsConfig,
-    tmp_path: Path,
-) -> None:
-    """`serve deploy serve_config.yaml` on a head node, pointed at the test registry."""
-    uri, name = classification_cfg.tracking.tracking_uri, classification_run.model_name
-    registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
+@pytest.fixture(scope="module")
+def deployed_service(ray_head: str, classification_run: TrainOutcome, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`serve deploy serve_config.yaml` on the head node, pointed at the test registry and
+    following the champion every WATCH_S seconds; yields the service URL."""
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     port = _free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     (app,) = config["applications"]
-    app["args"]["overrides"] = [*app["args"]["overrides"], f"tracking.registered_model={classification_run.model_name}"]
+    app["args"]["overrides"] = [
+        *app["args"]["overrides"],
+        f"tracking.registered_model={classification_run.model_name}",
+        f"serve.watch_interval_s={WATCH_S}",
+    ]
     for deployment in app["deployments"]:
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = 1
-    path = tmp_path / "serve_config.yaml"
+    path = tmp_path_factory.mktemp("serve") / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
-    serve_cli = [str(BIN / "serve")]
-    deployed = subprocess.run([*serve_cli, "deploy", str(path), "--address", ray_head], capture_output=True, text=True)
+    deployed = subprocess.run([*SERVE, "deploy", str(path), "--address", ray_head], capture_output=True, text=True)
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     status = ""
     while time.monotonic() < deadline:
-        status = subprocess.run([*serve_cli, "status", "--address", ray_head], capture_output=True, text=True).stdout
+        status = subprocess.run([*SERVE, "status", "--address", ray_head], capture_output=True, text=True).stdout
         if "status: RUNNING" in status and _healthy(url):
-            break
+            return url
         time.sleep(3)
-    else:
-        raise AssertionError(f"application never became healthy:\n{status}")
-    image = next((Path(classification_cfg.data.source) / "dusty").glob("*.png"))
-    answer = requests.post(f"{url}/predict", files={"file": (image.name, image.read_bytes())}, timeout=60).json()
-    assert answer["model"]["version"] == classification_run.version
-    assert answer["model"]["alias"] == "champion"
-    reload = requests.post(f"{url}/reload-model", headers={"Authorization": f"Bearer {RELOAD_TOKEN}"}, timeout=60)
+    raise AssertionError(f"application never became healthy:\n{status}")
+
+
+def test_serve_deploy_of_the_shipped_config_serves_the_champion(
+    deployed_service: str, classification_run: TrainOutcome, classification_cfg: LensopsConfig
+) -> None:
+    uri, name = classification_cfg.tracking.tracking_uri, classification_run.model_name
+    registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
+    reload = requests.post(
+        f"{deployed_service}/reload-model", headers={"Authorization": f"Bearer {RELOAD_TOKEN}"}, timeout=60
+    )
     assert reload.json()["new_version"] == classification_run.version
+    image = next((Path(classification_cfg.data.source) / "dusty").glob("*.png"))
+    answer = requests.post(f"{deployed_service}/predict", files={"file": (image.name, image.read_bytes())}, timeout=60)
+    assert answer.json()["model"]["version"] == classification_run.version
+    assert answer.json()["model"]["alias"] == "champion"
 
 
 def _healthy(url: str) -> bool:
@@ -232,3 +236,96 @@ def _healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+GOOD = (
+    "model.architecture=timm:tf_efficientnet_lite0",
+    "model.weights=efficientnet-lite0",
+    "preprocess.image_size=48",
+    "train.num_workers=1",
+    "train.batch_size=16",
+    "train.epochs=2",
+    "train.warmup_epochs=0",
+)
+"""Fine-tuning pretrained Lite0 briefly: far better than the weak model."""
+
+
+def _pipeline(ray_head: str, cfg: LensopsConfig, work: Path, *extra: str) -> subprocess.CompletedProcess:
+    sets = _sets(cfg, work, "test-pipeline", *extra)
+    return _submit(ray_head, "python", "ray_jobs/pipeline.py", "--config", "configs/synthetic.yaml", *sets)
+
+
+def _field(output: str, prefix: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith(prefix)).removeprefix(prefix).strip()
+
+
+def _serving(url: str) -> str:
+    return requests.get(f"{url}/model", timeout=30).json()["version"]
+
+
+def test_pipeline_promotes_a_better_model_and_the_service_follows(
+    deployed_service: str,
+    ray_head: str,
+    submitted_weak_version: str,
+    classification_cfg: LensopsConfig,
+    tmp_path: Path,
+) -> None:
+    uri, name = classification_cfg.tracking.tracking_uri, classification_cfg.tracking.registered_model
+    registry.set_alias(uri, name, registry.CHAMPION, submitted_weak_version)
+    _wait_until_serving(deployed_service, submitted_weak_version)
+    image = next((Path(classification_cfg.data.source) / "dusty").glob("*.png")).read_bytes()
+    with RequestLoop(deployed_service, image, clients=2) as loop:
+        done = _pipeline(ray_head, classification_cfg, tmp_path, *GOOD)
+        finished = time.monotonic()
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        new = _field(done.stdout, "champion: version")
+        assert _field(done.stdout, "decision:").startswith("promoted")
+        switched = _wait_until_serving(deployed_service, new)
+        time.sleep(1)
+    assert switched - finished <= WATCH_S + 15  # the watch interval plus loading the new version
+    assert loop.failures == []
+    versions = loop.versions()
+    assert versions[0] == submitted_weak_version and versions[-1] == new
+    assert registry.find(uri, name, registry.CHAMPION).version == new
+    pipeline = tracking.client(uri).get_run(_field(done.stdout, "pipeline_run_id:"))
+    assert pipeline.info.status == "FINISHED" and pipeline.data.metrics["promoted"] == 1.0
+    assert {pipeline.data.tags[f"lensops.step.{s}"] for s in ("validate", "train", "evaluate")} == {"ok"}
+    (trained,) = tracking.children(uri, pipeline.info.run_id)
+    assert registry.find(uri, name, new).run_id == trained.info.run_id
+
+
+def test_pipeline_keeps_the_champion_when_the_new_model_is_worse(
+    deployed_service: str, ray_head: str, classification_cfg: LensopsConfig, tmp_path: Path
+) -> None:
+    uri, name = classification_cfg.tracking.tracking_uri, classification_cfg.tracking.registered_model
+    champion = registry.find(uri, name, registry.CHAMPION).version
+    done = _pipeline(ray_head, classification_cfg, tmp_path, *WEAK)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _field(done.stdout, "decision:").startswith("kept")
+    assert _field(done.stdout, "champion: version") == champion
+    assert registry.find(uri, name, registry.CHAMPION).version == champion
+    time.sleep(WATCH_S + 1)
+    assert _serving(deployed_service) == champion
+
+
+def test_failed_pipeline_step_is_named_and_leaves_the_champion(
+    ray_head: str, classification_cfg: LensopsConfig, tmp_path: Path
+) -> None:
+    uri, name = classification_cfg.tracking.tracking_uri, classification_cfg.tracking.registered_model
+    champion = registry.find(uri, name, registry.CHAMPION).version
+    missing = classification_cfg.model_copy(deep=True)
+    missing.data.source = str(tmp_path / "no-such-folder")
+    done = _pipeline(ray_head, missing, tmp_path)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "step 'validate' failed" in output and "no image folder" in output
+    assert f"left untouched (version {champion})" in output
+    assert registry.find(uri, name, registry.CHAMPION).version == champion
+
+
+def _wait_until_serving(url: str, version: str, timeout_s: float = 120) -> float:
+    deadline = time.monotonic() + timeout_s
+    while (current := _serving(url)) != version:
+        assert time.monotonic() < deadline, f"service still on version {current}, expected {version}"
+        time.sleep(0.5)
+    return time.monotonic()

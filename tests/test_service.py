@@ -10,7 +10,8 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from lensops import registry
+from lensops import registry, tracking
 from lensops.config import LensopsConfig
 from lensops.inference import load_predictor
 from lensops.preprocess import to_uint8
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "test-serve"
+CHALLENGER_NAME = "test-challenger"
 TOKEN = "test-reload-token"
 MAX_REQUEST_BYTES = 400_000
 
@@ -336,3 +338,114 @@ def test_cli_predict_prints_one_answer_per_image(base_url: str, training_dir: Pa
     lines = done.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(p) for p in images]
     assert all(f"model {NAME} v" in line for line in lines)
+
+
+# ---- challenger traffic: an app of its own, whose champion and challenger hold the same weights ----
+
+
+@pytest.fixture(scope="module")
+def two_versions(classification_run: TrainOutcome, mlflow_uri: str) -> tuple[str, str]:
+    """(champion, challenger) of ``CHALLENGER_NAME``: the trained weights registered twice."""
+    trained = registry.find(mlflow_uri, classification_run.model_name, classification_run.version)
+    champion, challenger = (
+        registry.register(mlflow_uri, CHALLENGER_NAME, trained.run_id, trained.source, {}).version for _ in range(2)
+    )
+    registry.set_alias(mlflow_uri, CHALLENGER_NAME, registry.CHAMPION, champion)
+    registry.set_alias(mlflow_uri, CHALLENGER_NAME, registry.CHALLENGER, challenger)
+    return champion, challenger
+
+
+@pytest.fixture(scope="module")
+def deploy_challenger(
+    base_url: str, classification_cfg: LensopsConfig, two_versions: tuple[str, str]
+) -> Iterator[Callable[..., str]]:
+    """(Re)deploy the app ``challenger`` at ``/challenger`` in a challenger mode; gives its URL once healthy."""
+
+    def deploy(mode: str, canary_percent: float = 10) -> str:
+        cfg = classification_cfg.model_copy(deep=True)
+        cfg.tracking.registered_model = CHALLENGER_NAME
+        cfg.serve.watch_interval_s = 0
+        cfg.serve.max_replicas = 1
+        cfg.serve.challenger_mode = mode
+        cfg.serve.canary_percent = canary_percent
+        serve.run(build(cfg, {"LENSOPS_RELOAD_TOKEN": TOKEN}), name="challenger", route_prefix="/challenger")
+        url = f"{base_url}/challenger"
+        deadline = time.monotonic() + 120
+        while (health := requests.get(f"{url}/health", timeout=60)).status_code != 200:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.5)
+        return url
+
+    yield deploy
+    serve.delete("challenger")
+
+
+def _predict_all(url: str, images: list[bytes]) -> list[requests.Response]:
+    def post(data: bytes) -> requests.Response:
+        return requests.post(f"{url}/predict", files={"file": ("x.png", data)}, timeout=60)
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(post, images))
+
+
+def _answered_by(responses: list[requests.Response]) -> list[tuple[str, str]]:
+    assert [r.text for r in responses if r.status_code != 200] == []
+    return [(r.json()["model"]["version"], r.json()["model"]["alias"]) for r in responses]
+
+
+def test_canary_sends_its_share_of_predictions_to_the_challenger(
+    deploy_challenger: Callable[..., str], two_versions: tuple[str, str], training_dir: Path
+) -> None:
+    champion, challenger = two_versions
+    url = deploy_challenger("canary", canary_percent=30)
+    model = requests.get(f"{url}/model", timeout=30).json()
+    assert (model["version"], model["alias"]) == (champion, "champion")
+    assert model["challenger"] == {"version": challenger, "alias": "challenger", "mode": "canary", "canary_percent": 30}
+    answered = _answered_by(_predict_all(url, _examples(training_dir, "dusty", 1) * 300))
+    assert set(answered) == {(champion, "champion"), (challenger, "challenger")}
+    assert answered.count((challenger, "challenger")) / len(answered) == pytest.approx(0.3, abs=0.1)
+    files = [("files", (f"{i}.png", data)) for i, data in enumerate(_examples(training_dir, "clean", 40))]
+    batch = requests.post(f"{url}/predict_batch", files=files, timeout=120).json()["results"]
+    # each item is drawn on its own: 40 items all from one version has odds below 1e-5
+    assert {(r["model"]["version"], r["model"]["alias"]) for r in batch} == set(answered)
+
+
+def test_shadow_answers_with_the_champion_and_counts_the_challenger(
+    deploy_challenger: Callable[..., str], two_versions: tuple[str, str], training_dir: Path
+) -> None:
+    champion, challenger = two_versions
+    url = deploy_challenger("shadow")
+    images = (_examples(training_dir, "clean", 5) + _examples(training_dir, "dusty", 5)) * 5
+    assert set(_answered_by(_predict_all(url, images))) == {(champion, "champion")}
+    deadline = time.monotonic() + 30  # shadow predictions finish in the background
+    while (block := requests.get(f"{url}/model", timeout=30).json()["challenger"])["shadow_answers"] < len(images):
+        assert time.monotonic() < deadline, block
+        time.sleep(0.5)
+    assert block == {
+        "version": challenger,
+        "alias": "challenger",
+        "mode": "shadow",
+        "canary_percent": 10,
+        "shadow_answers": len(images),
+        "shadow_agreement": 1.0,
+        "shadow_errors": 0,
+    }
+
+
+def test_a_missing_challenger_or_the_champion_itself_gets_no_traffic(
+    deploy_challenger: Callable[..., str], two_versions: tuple[str, str], training_dir: Path, mlflow_uri: str
+) -> None:
+    champion, challenger = two_versions
+    url = deploy_challenger("canary", canary_percent=100)
+    data = _examples(training_dir, "clean", 1) * 4
+    assert set(_answered_by(_predict_all(url, data))) == {(challenger, "challenger")}
+    reload = {"url": f"{url}/reload-model", "headers": {"Authorization": f"Bearer {TOKEN}"}, "timeout": 120}
+    registry.set_alias(mlflow_uri, CHALLENGER_NAME, registry.CHALLENGER, champion)
+    assert requests.post(**reload).status_code == 200
+    assert requests.get(f"{url}/model", timeout=30).json()["challenger"] is None
+    assert set(_answered_by(_predict_all(url, data))) == {(champion, "champion")}
+    tracking.client(mlflow_uri).delete_registered_model_alias(CHALLENGER_NAME, registry.CHALLENGER)
+    assert requests.post(**reload).json() == {"old_version": champion, "new_version": champion, "alias": "champion"}
+    assert requests.get(f"{url}/model", timeout=30).json()["challenger"] is None
+    assert set(_answered_by(_predict_all(url, data))) == {(champion, "champion")}
+    assert requests.get(f"{url}/health", timeout=30).json() == {"status": "ok", "version": champion}

@@ -92,8 +92,14 @@ def test_sweep_fixes_resources_and_ranks_by_its_metric(tmp_path: Path) -> None:
     sweep, base = load_sweep(path)
     assert (base.train.num_workers, base.train.cpus_per_worker) == (3, 2)
     assert (base.train.early_stopping_metric, base.train.early_stopping_mode) == ("val_accuracy", "max")
-    scheduler = sweep.trial_scheduler(base.train.epochs)
-    assert isinstance(scheduler, ASHAScheduler)
+    assert isinstance(sweep.trial_scheduler(base.train.epochs), ASHAScheduler)
+    assert sweep.most_epochs(base.train.epochs) == base.train.epochs
+
+
+@pytest.mark.parametrize(("param", "most"), [({"randint": [2, 9]}, 8), ({"choice": [3, 12, 5]}, 12)])
+def test_asha_horizon_covers_swept_epochs(tmp_path: Path, param: dict, most: int) -> None:
+    sweep, base = load_sweep(_write(tmp_path, space={"train.epochs": param}))
+    assert sweep.most_epochs(base.train.epochs) == most
 
 
 @pytest.fixture(scope="module")

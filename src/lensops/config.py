@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -139,6 +139,15 @@ class ServeConfig(Section):
     """Pin one version number instead of following the alias."""
     watch_interval_s: float = Field(10.0, ge=0)
     """How often the ingress re-reads the alias and hot-swaps when it moved; 0 turns it off."""
+    challenger_alias: str = "challenger"
+    """Registry alias of the version that gets challenger traffic (followed like ``alias``)."""
+    challenger_mode: Literal["off", "canary", "shadow"] = "off"
+    """``canary``: the challenger answers ``canary_percent`` of the images; ``shadow``: the champion
+    answers every image and the challenger predicts the same input in the background, only logged and
+    counted; ``off``: the challenger alias is not followed. With no challenger, or the champion's own
+    version under that alias, the champion answers everything."""
+    canary_percent: float = Field(10.0, ge=0, le=100)
+    """Share of images (drawn at random per image) the challenger answers in ``canary`` mode."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
@@ -153,6 +162,12 @@ class ServeConfig(Section):
     """Most images accepted by one ``/predict_batch`` request."""
     reload_token_env: str = "LENSOPS_RELOAD_TOKEN"
     """Environment variable holding the bearer token for ``POST /reload-model``."""
+
+    @field_validator("challenger_mode", mode="before")
+    @classmethod
+    def _bare_off(cls, value: Any) -> Any:
+        """YAML reads a bare ``off`` (in a file or a ``--set`` override) as false."""
+        return "off" if value is False else value
 
 
 class LensopsConfig(Section):
@@ -181,7 +196,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return LensopsConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(describe_error(exc, path)) from None
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -198,7 +213,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def _describe(exc: ValidationError, path: str | Path | None) -> str:
+def describe_error(exc: ValidationError, path: str | Path | None) -> str:
+    """One line per invalid key, named by its dotted path."""
     where = f" in {path}" if path else ""
     lines = [f"invalid configuration{where}:"]
     for err in exc.errors():

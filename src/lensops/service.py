@@ -6,14 +6,21 @@
   model id) and answers with ``@serve.batch``; batches never mix versions.
 * ``Ingress`` decides which version answers. A hot swap is a change of that id: requests in
   flight finish on the old version, new ones go to the new version, no replica restarts.
+* Challenger traffic (``serve.challenger_mode``): in ``canary`` mode the version under
+  ``serve.challenger_alias`` answers ``serve.canary_percent`` of the images; in ``shadow`` mode
+  the champion answers and the challenger predicts the same uint8 input in the background, where
+  its answer is only logged, counted and compared with the champion's.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures of the
 # class-based ingress at import time and needs real types (e.g. `request: Request`).
 import asyncio
 import hmac
+import logging
 import os
+import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,7 @@ api = FastAPI(
     version="1",
 )
 UPLOAD_PAGE = Path(__file__).with_name("upload.html")
+logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica's log file
 
 
 # Helpers come before the deployments: `@serve.ingress` captures the class at definition time.
@@ -60,6 +68,13 @@ async def _json_images(request: Request, field: str, many: bool) -> list[bytes]:
         kind = "a list of base64 strings" if many else "a base64 string"
         raise InputError("missing_field", f"'{field}' must be {kind}")
     return [decode_base64(v) for v in (value if many else [value])]
+
+
+def _agrees(champion: str | float, challenger: str | float) -> bool:
+    """Same label; for regression, within 5% of the champion's value (1e-6 around zero)."""
+    if isinstance(champion, str) or isinstance(challenger, str):
+        return champion == challenger
+    return abs(challenger - champion) <= max(0.05 * abs(champion), 1e-6)
 
 
 def _device(setting: str) -> str:
@@ -117,9 +132,29 @@ class Model:
 
 @dataclass(frozen=True)
 class Active:
+    """A version the ingress routes to, under the alias it answers as (None when pinned)."""
+
     version: str
     run_id: str
     spec: ModelSpec
+    alias: str | None
+
+
+@dataclass
+class ShadowTally:
+    """Running summary of one challenger version shadowing one champion version."""
+
+    answers: int = 0
+    agreeing: int = 0
+    errors: int = 0
+
+    def add(self, agrees: bool) -> None:
+        self.answers += 1
+        self.agreeing += agrees
+
+    def as_dict(self) -> dict[str, Any]:
+        agreement = self.agreeing / self.answers if self.answers else None
+        return {"shadow_answers": self.answers, "shadow_agreement": agreement, "shadow_errors": self.errors}
 
 
 @serve.deployment
@@ -134,6 +169,10 @@ class Ingress:
         self.uri = tracking.resolve_uri(self.cfg.tracking)
         self.name = self.cfg.tracking.registered_model
         self.active: Active | None = None
+        self.challenger: Active | None = None
+        self.rng = random.Random()
+        self.shadow_tallies: dict[tuple[str, str], ShadowTally] = {}
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
         self.last_error = f"waiting for '{self.cfg.serve.version or self.cfg.serve.alias}' of model '{self.name}'"
         self.metrics = IngressMetrics()
         self.swap_lock = asyncio.Lock()
@@ -148,20 +187,21 @@ class Ingress:
     @api.post("/predict", summary="Predict one image (multipart field `file` or JSON {'image': base64})")
     async def predict(self, request: Request) -> JSONResponse:
         try:
-            active = self._require_active()
+            active, challenger = self._require_active(), self.challenger
             (data,) = await self._images(request, "file", "image", many=False)
-            return JSONResponse(await self._answer(active, data))
+            return JSONResponse(await self._answer(data, active, challenger))
         except InputError as exc:
             return self._reject(exc)
 
     @api.post("/predict_batch", summary="Predict several images (multipart `files` or JSON {'images': [...]})")
     async def predict_batch(self, request: Request) -> JSONResponse:
         try:
-            active = self._require_active()
+            active, challenger = self._require_active(), self.challenger
             images = await self._images(request, "files", "images", many=True)
         except InputError as exc:
             return self._reject(exc)
-        results = await asyncio.gather(*(self._answer(active, data) for data in images), return_exceptions=True)
+        answers = (self._answer(data, active, challenger) for data in images)
+        results = await asyncio.gather(*answers, return_exceptions=True)
         return JSONResponse({"results": [self._item(r) for r in results]})
 
     @api.get("/health")
@@ -194,6 +234,7 @@ class Ingress:
                 "run_id": active.run_id,
                 "metrics": active.spec.metrics,
                 "spec": active.spec.model_dump(mode="json"),
+                "challenger": self._challenger_info(active),
             }
         )
 
@@ -222,7 +263,7 @@ class Ingress:
         return {
             "name": self.name,
             "version": active.version,
-            "alias": None if self.cfg.serve.version else self.cfg.serve.alias,
+            "alias": active.alias,
             "dataset_version": active.spec.dataset_version,
         }
 
@@ -231,15 +272,75 @@ class Ingress:
             raise InputError("model_unavailable", self.last_error)
         return self.active
 
-    async def _answer(self, active: Active, data: bytes) -> dict[str, Any]:
-        started = time.perf_counter()
-        prepared = await self.preprocessor.remote(data, active.spec.preprocess)
+    def _challenger_info(self, champion: Active) -> dict[str, Any] | None:
+        challenger, serve_cfg = self.challenger, self.cfg.serve
+        if challenger is None:
+            return None
+        info = {
+            "version": challenger.version,
+            "alias": challenger.alias,
+            "mode": serve_cfg.challenger_mode,
+            "canary_percent": serve_cfg.canary_percent,
+        }
+        if serve_cfg.challenger_mode == "shadow":
+            info |= self.shadow_tallies.get((champion.version, challenger.version), ShadowTally()).as_dict()
+        return info
+
+    def _pick(self, champion: Active, challenger: Active | None) -> tuple[Active, Active | None]:
+        """Who answers one image, and who predicts it in the shadow (if anyone)."""
+        if challenger is None:
+            return champion, None
+        if self.cfg.serve.challenger_mode == "shadow":
+            return champion, challenger
+        return (challenger if self.rng.random() * 100 < self.cfg.serve.canary_percent else champion), None
+
+    async def _prepare(self, data: bytes, spec: ModelSpec) -> np.ndarray:
+        prepared = await self.preprocessor.remote(data, spec.preprocess)
         if isinstance(prepared, InputError):
             raise prepared
+        return prepared
+
+    async def _answer(self, data: bytes, champion: Active, challenger: Active | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        active, shadow = self._pick(champion, challenger)
+        prepared = await self._prepare(data, active.spec)
         answer = await self._model_for(active.version).predict.remote(prepared)
-        answer["model"] = {**answer["model"], "alias": self._identity(active)["alias"]}
+        answer["model"] = {**answer["model"], "alias": active.alias}
         self.metrics.answered(answer, time.perf_counter() - started)
+        if shadow is not None:
+            self._in_background(self._shadow(shadow, active, answer, data, prepared))
         return answer
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.shadow_tasks.add(task)  # the loop itself keeps only a weak reference
+        task.add_done_callback(self.shadow_tasks.discard)
+
+    async def _shadow(
+        self, challenger: Active, champion: Active, answer: dict[str, Any], data: bytes, prepared: np.ndarray
+    ) -> None:
+        """Predict an answered image with the challenger: logged and counted, never returned."""
+        tally = self.shadow_tallies.setdefault((champion.version, challenger.version), ShadowTally())
+        try:
+            if challenger.spec.preprocess != champion.spec.preprocess:
+                prepared = await self._prepare(data, challenger.spec)
+            shadow = await self._model_for(challenger.version).predict.remote(prepared)
+        except Exception as exc:  # the client has its answer already; a failing challenger is only counted
+            tally.errors += 1
+            self.metrics.shadow_failed(challenger.version)
+            logger.warning("shadow v%s failed: %r", challenger.version, exc)
+            return
+        agrees = _agrees(answer["prediction"], shadow["prediction"])
+        tally.add(agrees)
+        self.metrics.shadowed(challenger.version, champion.version, agrees)
+        logger.info(
+            "shadow v%s: %s, champion v%s: %s (%s)",
+            challenger.version,
+            shadow["prediction"],
+            champion.version,
+            answer["prediction"],
+            "agree" if agrees else "disagree",
+        )
 
     def _item(self, result: dict[str, Any] | BaseException) -> dict[str, Any]:
         if isinstance(result, InputError):
@@ -277,21 +378,44 @@ class Ingress:
         return images
 
     async def _refresh(self) -> str:
-        """Point the service at the configured version or alias; warm it before switching."""
+        """Point the service at the configured champion and challenger; warm each before switching."""
         async with self.swap_lock:
             ref = self.cfg.serve.version or self.cfg.serve.alias
-            version = await asyncio.to_thread(registry.find, self.uri, self.name, ref)
-            if version is None:
+            champion = await self._follow(ref, None if self.cfg.serve.version else ref, self.active)
+            if champion is None:
                 raise LookupError(f"registered model '{self.name}' has no version or alias '{ref}'")
-            if self.active is None or self.active.version != version.version:
-                spec = await asyncio.to_thread(registry.load_spec, self.uri, version)
-                await self._model_for(version.version).describe.remote()
-                self.active = Active(version=version.version, run_id=version.run_id, spec=spec)
-                self.metrics.active(version.version)
-            return version.version
+            challenger = await self._follow_challenger(champion)
+            self.active, self.challenger = champion, challenger
+            self.metrics.active(champion.version, challenger.version if challenger else None)
+            return champion.version
+
+    async def _follow_challenger(self, champion: Active) -> Active | None:
+        """None when the mode is off, or the alias is missing, unloadable or on the champion's version."""
+        alias = self.cfg.serve.challenger_alias
+        if self.cfg.serve.challenger_mode == "off":
+            return None
+        try:
+            return await self._follow(alias, alias, self.challenger, exclude=champion.version)
+        except Exception as exc:  # a broken challenger never holds up the champion
+            logger.warning("challenger '%s' of '%s' not loaded: %r", alias, self.name, exc)
+            return None
+
+    async def _follow(
+        self, ref: str, alias: str | None, current: Active | None, exclude: str | None = None
+    ) -> Active | None:
+        """The version ``ref`` names now, warmed on the model tier (``current`` when it did not move);
+        None when there is none or it is ``exclude``."""
+        found = await asyncio.to_thread(registry.find, self.uri, self.name, ref)
+        if found is None or found.version == exclude:
+            return None
+        if current is not None and current.version == found.version:
+            return current
+        spec = await asyncio.to_thread(registry.load_spec, self.uri, found)
+        await self._model_for(found.version).describe.remote()
+        return Active(version=found.version, run_id=found.run_id, spec=spec, alias=alias)
 
     async def _watch(self) -> None:
-        """Load the model at start, then follow the alias every ``watch_interval_s``."""
+        """Load the model at start, then follow the aliases every ``watch_interval_s``."""
         while True:
             try:
                 await self._refresh()

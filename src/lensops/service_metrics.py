@@ -38,6 +38,19 @@ class IngressMetrics:
             tag_keys=("model_version",),
         )
         self.version = Gauge("lensops_active_model_version", description="Version the ingress routes to.")
+        self.challenger = Gauge(
+            "lensops_challenger_model_version", description="Version getting challenger traffic; 0 when none."
+        )
+        self.shadow = Counter(
+            "lensops_shadow_predictions_total",
+            description="Challenger predictions in shadow mode, by version and agreement with the champion.",
+            tag_keys=("model_version", "champion_version", "agreement"),
+        )
+        self.shadow_errors = Counter(
+            "lensops_shadow_errors_total",
+            description="Shadow predictions that failed (never seen by clients).",
+            tag_keys=("model_version",),
+        )
 
     def answered(self, answer: dict[str, Any], seconds: float) -> None:
         version = answer["model"]["version"]
@@ -50,8 +63,16 @@ class IngressMetrics:
     def rejected(self, reason: str) -> None:
         self.rejections.inc(tags={"reason": reason})
 
-    def active(self, version: str) -> None:
+    def active(self, version: str, challenger: str | None) -> None:
         self.version.set(float(version))
+        self.challenger.set(float(challenger or 0))
+
+    def shadowed(self, version: str, champion_version: str, agrees: bool) -> None:
+        agreement = "agree" if agrees else "disagree"
+        self.shadow.inc(tags={"model_version": version, "champion_version": champion_version, "agreement": agreement})
+
+    def shadow_failed(self, version: str) -> None:
+        self.shadow_errors.inc(tags={"model_version": version})
 
 
 class ModelMetrics:

@@ -57,6 +57,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) ``sweep`` over ``base``; ``parent_run_id`` nests it in a pipeline run."""
     catalog = catalog or build_catalog(base.data)
+    catalog.write(Path(base.data.work_dir) / "datasets")
     uri = tracking.resolve_uri(base.tracking)
     path = experiment_path(sweep, base)
     resuming = not restart and tune.Tuner.can_restore(path)

@@ -192,9 +192,20 @@ class SweepConfig(_Strict):
             raise ConfigError(f"search.algorithm=optuna needs: pip install 'lensops[optuna]' ({exc})") from None
         return OptunaSearch(metric=self.metric, mode=self.mode, seed=self.search.seed)
 
-    def trial_scheduler(self, epochs: int) -> TrialScheduler:
+    def most_epochs(self, base_epochs: int) -> int:
+        """The longest any trial trains: the base config's epochs unless the space sets them."""
+        param = self.space.get("train.epochs")
+        if param is None:
+            return base_epochs
+        if isinstance(param, (Choice, Grid)):
+            return int(max(_values(param)))
+        high = param.bounds()[1]
+        return int(high) - 1 if isinstance(param, RandInt) else int(high)
+
+    def trial_scheduler(self, base_epochs: int) -> TrialScheduler:
         if self.scheduler.kind == "fifo":
             return FIFOScheduler()
+        epochs = self.most_epochs(base_epochs)
         # max_t one past the last epoch: a trial that runs to the end finishes on its own, so its
         # last epoch is never cut short by the scheduler's "reached max_t" stop.
         return ASHAScheduler(

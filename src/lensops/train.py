@@ -51,6 +51,7 @@ class Prepared:
 def fit(cfg: LensopsConfig, catalog: Catalog | None = None, parent_run_id: str | None = None) -> TrainOutcome:
     """Train, evaluate and register; ``catalog`` skips re-validating data checked just before."""
     prepared = prepare(cfg, catalog)
+    prepared.catalog.write(Path(cfg.data.work_dir) / "datasets")
     run_id = open_run(cfg, prepared, parent_run_id)
     with tracking.closing(prepared.uri, run_id):
         result = run_trainer(cfg, prepared, run_id)
@@ -62,7 +63,6 @@ def prepare(cfg: LensopsConfig, catalog: Catalog | None = None) -> Prepared:
     if cfg.model.task == "regression" and not cfg.data.target_column:
         raise ValueError("model.task=regression needs data.target_column (a numeric manifest column)")
     catalog = catalog or build_catalog(cfg.data)
-    catalog.write(Path(cfg.data.work_dir) / "datasets")
     spec = _spec(cfg, catalog, tracking.git_commit())
     datasets = split_datasets(catalog, spec.preprocess, cfg.data)
     return Prepared(tracking.resolve_uri(cfg.tracking), catalog, spec, datasets)
