@@ -7,7 +7,6 @@ import io
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import yaml
 from PIL import Image
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
+from traffic import RequestLoop
 
 from lensops import registry, tracking
 from lensops.config import LensopsConfig
@@ -202,33 +202,14 @@ def test_hot_swap_under_load_fails_no_request(
     second = registry.register(mlflow_uri, NAME, trained.run_id, trained.source, {}).version
     registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, second)
     data = _examples(training_dir, "dusty", 1)[0]
-    versions: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with requests.Session() as session:
-            for _ in range(400):  # bounded even if stop is never set
-                if stop.is_set():
-                    return
-                response = session.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60)
-                if response.status_code == 200:
-                    versions.append(response.json()["model"]["version"])
-                else:
-                    failures.append(f"{response.status_code} {response.text[:200]}")
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(2)
-    reload = requests.post(f"{base_url}/reload-model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
-    time.sleep(3)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=120)
+    with RequestLoop(base_url, data) as loop:
+        time.sleep(2)
+        reload = requests.post(f"{base_url}/reload-model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+        time.sleep(3)
     assert reload.status_code == 200, reload.text
     assert reload.json() == {"old_version": first_version, "new_version": second, "alias": "champion"}
-    assert failures == []
+    assert loop.failures == []
+    versions = loop.versions()
     assert first_version in versions and versions[-1] == second
     assert requests.get(f"{base_url}/health", timeout=30).json()["version"] == second
 
