@@ -189,3 +189,19 @@ def test_finished_sweep_is_restored_not_rerun(
     assert again.parent_run_id == asha_sweep.parent_run_id
     assert [t.trial_id for t in again.trials] == [t.trial_id for t in asha_sweep.trials]
     assert len(tracking.children(mlflow_uri, asha_sweep.parent_run_id)) == 4
+
+
+def test_optuna_search_suggests_values_inside_the_space(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        search={"algorithm": "optuna", "seed": 1},
+        space={"train.lr": {"loguniform": [1e-4, 1e-2]}, "train.batch_size": {"choice": [16, 32]}},
+    )
+    sweep, base = load_sweep(path)
+    searcher = sweep.searcher()
+    assert searcher.set_search_properties(sweep.metric, sweep.mode, sweep.param_space())
+    suggestions = [searcher.suggest(f"t{i}") for i in range(5)]
+    for params in suggestions:
+        assert 1e-4 <= params["train.lr"] <= 1e-2 and params["train.batch_size"] in (16, 32)
+        assert trial_config(base, params).train.lr == params["train.lr"]
+    assert len({p["train.lr"] for p in suggestions}) == 5

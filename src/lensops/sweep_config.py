@@ -17,6 +17,7 @@ typo fails before any trial starts, with the key's name.
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
@@ -186,10 +187,10 @@ class SweepConfig(_Strict):
     def searcher(self) -> Searcher | None:
         if self.search.algorithm != "optuna":
             return None  # Tune's own variant generator: random sampling and grids
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError as exc:  # optuna missing
-            raise ConfigError(f"search.algorithm=optuna needs: pip install 'lensops[optuna]' ({exc})") from None
+        if importlib.util.find_spec("optuna") is None:
+            raise ConfigError("search.algorithm=optuna needs Optuna: pip install 'lensops[optuna]'")
+        from ray.tune.search.optuna import OptunaSearch
+
         return OptunaSearch(metric=self.metric, mode=self.mode, seed=self.search.seed)
 
     def most_epochs(self, base_epochs: int) -> int:
