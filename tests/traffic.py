@@ -19,7 +19,8 @@ class RequestLoop:
     clients: int = 4
     answers: list[tuple[float, str]] = field(default_factory=list)
     """(monotonic time, version) per successful request."""
-    failures: list[str] = field(default_factory=list)
+    failed_at: list[tuple[float, str]] = field(default_factory=list)
+    """(monotonic time, what went wrong) per failed request."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -34,6 +35,10 @@ class RequestLoop:
         for thread in self._threads:
             thread.join(timeout=120)
 
+    @property
+    def failures(self) -> list[str]:
+        return [text for _, text in self.failed_at]
+
     def versions(self) -> list[str]:
         return [version for _, version in self.answers]
 
@@ -43,9 +48,9 @@ class RequestLoop:
                 try:
                     response = session.post(f"{self.url}/predict", files={"file": ("x.png", self.image)}, timeout=60)
                 except requests.RequestException as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    self.failed_at.append((time.monotonic(), f"{type(exc).__name__}: {exc}"))
                     continue
                 if response.status_code == 200:
                     self.answers.append((time.monotonic(), response.json()["model"]["version"]))
                 else:
-                    self.failures.append(f"{response.status_code} {response.text[:200]}")
+                    self.failed_at.append((time.monotonic(), f"{response.status_code} {response.text[:200]}"))

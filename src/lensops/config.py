@@ -96,6 +96,8 @@ class TrainConfig(Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the workers: ``STRICT_SPREAD`` puts each on its own node."""
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1)
     """Per-worker batch size."""
@@ -154,6 +156,9 @@ class ServeConfig(Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
+    ingress_replicas: int = Field(1, ge=1)
+    max_replicas_per_node: int | None = Field(None, ge=1)
+    """Caps each deployment's replicas per node: 1 spreads them, so losing a node loses one."""
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1)
     min_side: int = Field(32, ge=1)
     max_side: int = Field(8192, ge=1)

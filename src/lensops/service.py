@@ -440,17 +440,19 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
         "max_replicas": serve_cfg.max_replicas,
         "target_ongoing_requests": serve_cfg.target_ongoing_requests,
     }
-    preprocessor = Preprocessor.options(autoscaling_config=autoscaling).bind(
+    spread = {"max_replicas_per_node": serve_cfg.max_replicas_per_node} if serve_cfg.max_replicas_per_node else {}
+    preprocessor = Preprocessor.options(autoscaling_config=autoscaling, **spread).bind(
         InputLimits.from_config(serve_cfg).model_dump()
     )
-    model = Model.options(autoscaling_config=autoscaling).bind(
+    model = Model.options(autoscaling_config=autoscaling, **spread).bind(
         cfg.tracking.tracking_uri,
         cfg.tracking.registered_model,
         serve_cfg.device,
         serve_cfg.max_batch_size,
         serve_cfg.batch_wait_timeout_s,
     )
-    ingress = Ingress.options(ray_actor_options={"runtime_env": {"env_vars": ingress_env}}) if ingress_env else Ingress
+    env = {"ray_actor_options": {"runtime_env": {"env_vars": ingress_env}}} if ingress_env else {}
+    ingress = Ingress.options(num_replicas=serve_cfg.ingress_replicas, **spread, **env)
     return ingress.bind(preprocessor, model, cfg.model_dump(mode="json"))
 
 

@@ -151,7 +151,12 @@ def _scaling(cfg: LensopsConfig) -> ScalingConfig:
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
-    return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources)
+    return ScalingConfig(
+        num_workers=cfg.train.num_workers,
+        use_gpu=cfg.train.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=cfg.train.placement_strategy,
+    )
 
 
 def _run_config(cfg: LensopsConfig, name: str, callbacks: list[UserCallback]) -> RunConfig:
