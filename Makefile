@@ -10,7 +10,7 @@ DEMO_ARGS ?= --set train.epochs=4
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint browser clean
+.PHONY: install demo test lint system-packages clean
 
 install: $(STAMP)
 
@@ -25,12 +25,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The upload page is tested in a real headless browser: Debian's chromium + chromedriver.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver)
+# Debian packages the tests drive for real, installed once when missing: a headless browser
+# (upload page), promtool (Prometheus config and alert rules) and PostgreSQL (MLflow server).
+SYSTEM_TOOLS := chromium:chromium chromedriver:chromium-driver promtool:prometheus initdb:postgresql
+system-packages:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do tool=$${pair%%:*}; \
+	  command -v $$tool >/dev/null || ls /usr/lib/postgresql/*/bin/$$tool >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; [ -z "$$missing" ] || ($(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing)
 
-test: lint browser
+test: lint system-packages
 	$(BIN)/pytest
 
 clean:

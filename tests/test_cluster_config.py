@@ -30,3 +30,14 @@ def test_a_misspelt_key_fails_the_schema() -> None:
         assert "resourcez" in str(exc)
     else:
         raise AssertionError("schema accepted a misspelt key")
+
+
+def test_every_node_starts_ray_with_the_lensops_environment_and_metrics_port() -> None:
+    """The environment file (MLflow, S3, reload token) is copied to every node and sourced
+    before `ray start`, so jobs and Serve replicas inherit it; Prometheus scrapes port 8080."""
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    assert config["file_mounts"]["~/lensops.env"]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [command for command in config[key] if "ray start" in command]
+        assert start.index(". ~/lensops.env") < start.index("ray start"), key
+        assert "--metrics-export-port=8080" in start, key
