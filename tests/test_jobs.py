@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +68,7 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
 
     Like a real head node, its environment names the tracking server and the reload token."""
     dashboard = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray puts sockets under it
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -89,6 +92,8 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
             f"--dashboard-agent-grpc-port={_free_port()}",
             f"--metrics-export-port={_free_port()}",
             f"--runtime-env-agent-port={_free_port()}",
+            # its own temp dir: a job resolves its cluster from the newest address file there
+            f"--temp-dir={temp_dir}",
         ],
         env=env,
         start_new_session=True,
@@ -102,6 +107,7 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _submit(ray_head: str, *entrypoint: str) -> subprocess.CompletedProcess:
