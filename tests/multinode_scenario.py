@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,8 +57,6 @@ def start_cluster() -> tuple[Cluster, str, list]:
         initialize_head=True,
         head_node_args={
             "num_cpus": 0,
-            # its own temp dir: jobs resolve their cluster from the newest address file there
-            "temp_dir": tempfile.mkdtemp(prefix="ray-mn-"),
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard,
