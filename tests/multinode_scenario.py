@@ -68,14 +68,15 @@ def start_cluster() -> tuple[Cluster, str, list]:
     return cluster, f"http://127.0.0.1:{dashboard}", workers
 
 
-def submit_training(dashboard: str, overrides: list[str]) -> dict:
+def submit_training(dashboard: str, address: str, overrides: list[str]) -> dict:
+    """``address``: the job's driver names its cluster (several run on this machine)."""
     client = JobSubmissionClient(dashboard)
     sets = [arg for item in overrides for arg in ("--set", item)]
     # Code baked in, as in the docker image: every raylet here shares one session directory,
     # so a `working_dir` package unpacked there is garbage-collected under the running driver.
     script, config = REPO / "ray_jobs" / "train.py", REPO / "configs" / "synthetic.yaml"
-    job = client.submit_job(entrypoint=" ".join([f"python {script} --config {config}", *sets]))
-    deadline = time.monotonic() + 900
+    job = client.submit_job(entrypoint=" ".join([f"python {script} --address {address} --config {config}", *sets]))
+    deadline = time.monotonic() + 600
     while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         if time.monotonic() > deadline:
             client.stop_job(job)
@@ -168,6 +169,7 @@ def main(work: Path, data: Path) -> None:
     try:
         training = submit_training(
             dashboard,
+            cluster.address,
             [
                 *overrides,
                 "train.num_workers=2",
