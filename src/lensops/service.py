@@ -45,6 +45,11 @@ api = FastAPI(
     version="1",
 )
 UPLOAD_PAGE = Path(__file__).with_name("upload.html")
+INGRESS_MAX_ONGOING = 256
+"""Requests one ingress replica holds at once (each mostly awaits the tiers behind it)."""
+PREPROCESSOR_MAX_ONGOING = 16
+MODEL_BATCHES_ONGOING = 4
+"""A model replica accepts this many ``serve.max_batch_size`` batches' worth of requests."""
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica's log file
 
 
@@ -441,10 +446,14 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
         "target_ongoing_requests": serve_cfg.target_ongoing_requests,
     }
     spread = {"max_replicas_per_node": serve_cfg.max_replicas_per_node} if serve_cfg.max_replicas_per_node else {}
-    preprocessor = Preprocessor.options(autoscaling_config=autoscaling, **spread).bind(
-        InputLimits.from_config(serve_cfg).model_dump()
-    )
-    model = Model.options(autoscaling_config=autoscaling, **spread).bind(
+    # Serve's default of 5 ongoing requests per replica made the ingress reject everything past 5
+    # concurrent requests (the proxy backs off and retries: throughput collapsed at 16+ clients)
+    # and capped every model batch at 5 images. serve_config.yaml sets the same per deployment.
+    preprocessor = Preprocessor.options(
+        autoscaling_config=autoscaling, max_ongoing_requests=PREPROCESSOR_MAX_ONGOING, **spread
+    ).bind(InputLimits.from_config(serve_cfg).model_dump())
+    model_ongoing = MODEL_BATCHES_ONGOING * serve_cfg.max_batch_size  # next batch fills while one runs
+    model = Model.options(autoscaling_config=autoscaling, max_ongoing_requests=model_ongoing, **spread).bind(
         cfg.tracking.tracking_uri,
         cfg.tracking.registered_model,
         serve_cfg.device,
@@ -452,7 +461,9 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
         serve_cfg.batch_wait_timeout_s,
     )
     env = {"ray_actor_options": {"runtime_env": {"env_vars": ingress_env}}} if ingress_env else {}
-    ingress = Ingress.options(num_replicas=serve_cfg.ingress_replicas, **spread, **env)
+    ingress = Ingress.options(
+        num_replicas=serve_cfg.ingress_replicas, max_ongoing_requests=INGRESS_MAX_ONGOING, **spread, **env
+    )
     return ingress.bind(preprocessor, model, cfg.model_dump(mode="json"))
 
 

@@ -1,0 +1,215 @@
+"""Shared pieces of the benchmark scripts: flags, environment facts, statistics, tables, JSON.
+
+Every script measures lensops and its baseline in the same run and prints one rich table with
+``lensops``, ``baseline`` and ``ratio`` columns; ``--json`` writes the same rows plus the
+environment (CPU model, cores, library versions) to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+console = Console(width=200)
+
+
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the flags every benchmark takes."""
+    parsed = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parsed.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs")
+    parsed.add_argument("--smoke", action="store_true", help="a tiny run of a few seconds (for tests)")
+    parsed.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parsed.add_argument("--threads", type=int, default=cores(), help="torch threads of in-process baselines")
+    return parsed
+
+
+def cores() -> int:
+    """CPU cores this process may use (the container's limit, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(device: str) -> dict[str, Any]:
+    import ray
+    import torch
+
+    env = {
+        "cpu_model": cpu_model(),
+        "cores": cores(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "device": device,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible")
+
+
+@contextmanager
+def workspace() -> Iterator[Path]:
+    """A temporary folder for generated data, models and the MLflow store; removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="lensops-bench-") as tmp:
+        yield Path(tmp)
+
+
+def start_ray(attempts: int = 3) -> None:
+    """lensops.runtime.init_ray, retried: on a saturated machine Ray's fixed start-up deadlines
+    can run out (the test suite retries for the same reason)."""
+    import ray
+
+    from lensops.runtime import init_ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            init_ray()
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt == attempts:
+                raise
+
+
+# ---- statistics ---------------------------------------------------------------------------
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
+    """``{"p50": ..., ...}`` of ``values`` (NaN when empty)."""
+    if not values:
+        return {f"p{q:g}": math.nan for q in qs}
+    found = np.percentile(np.asarray(values, dtype=float), qs)
+    return {f"p{q:g}": float(v) for q, v in zip(qs, found, strict=True)}
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+@contextmanager
+def stopwatch() -> Iterator[Callable[[], float]]:
+    """``with stopwatch() as elapsed: ...; elapsed()`` gives seconds since the block began."""
+    started = time.perf_counter()
+    yield lambda: time.perf_counter() - started
+
+
+# ---- sample images ------------------------------------------------------------------------
+
+
+def encoded_images(count: int, size: int, seed: int = 0) -> list[bytes]:
+    """``count`` synthetic solar-cell images of ``size`` px, alternately PNG and JPEG bytes."""
+    from lensops import synthetic
+
+    items = synthetic.generate((count + 1) // 2, size, seed)[:count]
+    out = []
+    for index, (_, _, image, _) in enumerate(items):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG" if index % 2 == 0 else "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: ``key`` in each row, its header, a format spec and the side it measures."""
+
+    key: str
+    header: str
+    fmt: str = ".1f"
+    side: str = ""
+    """``lensops``, ``baseline`` or ``ratio`` (for the header's colour); empty for labels."""
+
+
+STYLES = {"lensops": "cyan", "baseline": "magenta", "ratio": "bold green"}
+
+
+def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict[str, Any]], note: str = "") -> None:
+    table = Table(title=title, caption=note or None)
+    for column in columns:
+        table.add_column(column.header, justify="right" if column.fmt else "left", style=STYLES.get(column.side))
+    for row in rows:
+        table.add_row(*(_cell(row.get(c.key), c.fmt) for c in columns))
+    console.print(table)
+
+
+def comparison(
+    ours: dict[str, Any], theirs: dict[str, Any], metrics: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """One row per ``(label, key)``: lensops' value, the baseline's and their ratio."""
+    return [
+        {"metric": label, "lensops": ours[key], "baseline": theirs[key], "ratio": ratio(ours[key], theirs[key])}
+        for label, key in metrics
+    ]
+
+
+def comparison_columns(lensops: str, baseline: str, fmt: str = ".1f") -> list[Column]:
+    return [
+        Column("metric", "metric", ""),
+        Column("lensops", lensops, fmt, "lensops"),
+        Column("baseline", baseline, fmt, "baseline"),
+        Column("ratio", "ratio lensops/baseline", ".2f", "ratio"),
+    ]
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) and fmt:
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return format(value, fmt) if fmt and isinstance(value, int | float) else str(value)
+
+
+def write_json(path: Path | None, benchmark: str, device: str, settings: dict[str, Any], results: Any) -> None:
+    if path is None:
+        return
+    payload = {"benchmark": benchmark, "environment": environment(device), "settings": settings, "results": results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    console.print(f"results written to {path}")

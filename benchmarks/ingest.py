@@ -1,0 +1,141 @@
+"""Data ingest: lensops' Ray Data pipeline vs torch DataLoader over torchvision ImageFolder, in one run.
+
+Both read every file of a generated image folder (``<root>/<class>/<image>.png``), decode it
+to RGB and resize + centre-crop it to uint8 (3, S, S) with the same transform
+(:func:`lensops.preprocess.geometry` of the resolved spec), with the same number of parallel
+workers (``--workers``, default: all cores), and hand batches of ``--batch-size`` to this process.
+
+* lensops: the catalog (``build_catalog``) and :func:`lensops.datasets.image_dataset`, i.e. the
+  ``_load_batch`` tasks that feed training, iterated with ``iter_batches``.
+* baseline: ``DataLoader(ImageFolder(root, transform), num_workers=--workers)``.
+
+Each side runs one unmeasured warm-up pass, then ``--passes`` measured passes.
+
+    .venv/bin/python benchmarks/ingest.py --count 2000 --size 300 --json ingest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import ray
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from lensops import sample_data, storage
+from lensops.config import DataConfig, PreprocessConfig
+from lensops.preprocess import PreprocessSpec, geometry
+
+from _common import (
+    check_device,
+    comparison,
+    comparison_columns,
+    console,
+    parser,
+    print_table,
+    set_torch_threads,
+    start_ray,
+    stopwatch,
+    workspace,
+    write_json,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parsed = parser(__doc__)
+    parsed.add_argument("--count", type=int, default=2000, help="images per class (2 classes)")
+    parsed.add_argument("--size", type=int, default=300, help="side of the generated PNGs (px)")
+    parsed.add_argument("--image-size", type=int, default=128, help="output side after resize + crop (px)")
+    parsed.add_argument("--batch-size", type=int, default=64, help="batch handed to the consumer")
+    parsed.add_argument("--workers", type=int, help="parallel decoders on each side (default: --threads)")
+    parsed.add_argument("--passes", type=int, default=3, help="measured passes after the warm-up pass")
+    args = parsed.parse_args(argv)
+    if args.smoke:
+        args.count, args.size, args.passes = 48, 96, 1
+    args.workers = args.workers or args.threads
+    return args
+
+
+def timed_passes(batches: Callable[[], Iterable[int]], passes: int) -> dict[str, Any]:
+    """Images/s of a warm-up pass and of each measured pass; ``batches`` yields batch sizes."""
+    rates = []
+    for _ in range(passes + 1):
+        with stopwatch() as elapsed:
+            images = sum(batches())
+        rates.append(images / elapsed())
+    return {"warmup_img_per_s": rates[0], "img_per_s": statistics.mean(rates[1:]), "passes": rates[1:]}
+
+
+def lensops_batches(folder: Path, spec: PreprocessSpec, args: argparse.Namespace) -> Callable[[], Iterable[int]]:
+    from lensops.catalog import build_catalog
+    from lensops.datasets import image_dataset
+
+    start_ray()
+    cfg = DataConfig(source=str(folder), decode_batch_size=args.batch_size, decode_concurrency=args.workers)
+    with stopwatch() as elapsed:
+        catalog = build_catalog(cfg)
+    console.print(f"lensops catalog (validation pass, not compared): {len(catalog.table)} images in {elapsed():.1f} s")
+    fs, _ = storage.resolve(catalog.source)
+    dataset = image_dataset(catalog.table, spec, cfg, fs)
+
+    def batches() -> Iterable[int]:
+        if args.device == "cuda":
+            for batch in dataset.iter_torch_batches(batch_size=args.batch_size, device="cuda"):
+                yield len(batch["image"])
+            return
+        for batch in dataset.iter_batches(batch_size=args.batch_size, batch_format="numpy"):
+            yield len(batch["image"])
+
+    return batches
+
+
+def dataloader_batches(folder: Path, spec: PreprocessSpec, args: argparse.Namespace) -> Callable[[], Iterable[int]]:
+    dataset = ImageFolder(str(folder), transform=geometry(spec))
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=args.device == "cuda",
+        persistent_workers=True,
+    )
+
+    def batches() -> Iterable[int]:
+        for images, _ in loader:
+            if args.device == "cuda":
+                images = images.to("cuda", non_blocking=True)
+            yield len(images)
+
+    return batches
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    check_device(args.device)
+    set_torch_threads(args.threads)
+    spec = PreprocessSpec.resolve(PreprocessConfig(image_size=args.image_size))
+    with workspace() as work:
+        folder = work / "images"
+        with stopwatch() as elapsed:
+            total = sample_data.write_synthetic(folder, count_per_class=args.count, size=args.size)
+        console.print(f"generated {total} PNGs of {args.size} px in {elapsed():.1f} s")
+        baseline = timed_passes(dataloader_batches(folder, spec, args), args.passes)
+        console.print(f"DataLoader: {baseline['img_per_s']:.1f} img/s")
+        ours = timed_passes(lensops_batches(folder, spec, args), args.passes)
+        ray.shutdown()
+        console.print(f"lensops: {ours['img_per_s']:.1f} img/s")
+    metrics = [("img/s, mean of measured passes", "img_per_s"), ("img/s, warm-up pass", "warmup_img_per_s")]
+    table = comparison(ours, baseline, metrics)
+    title = f"ingest: {total} PNGs {args.size} px -> uint8 {args.image_size} px, {args.workers} workers, {args.device}"
+    columns = comparison_columns("lensops (Ray Data)", "DataLoader + ImageFolder")
+    print_table(title, columns, table)
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    write_json(args.json, "ingest", args.device, settings, {"rows": table, "lensops": ours, "baseline": baseline})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Smoke runs of the benchmark scripts: each prints its comparison table and sane numbers.
+
+Each script runs as a user runs it (``python benchmarks/<name>.py --smoke --json out.json``), in
+its own process with its own local Ray, for a few seconds of load or a couple of tiny epochs.
+The figures are not checked against targets here (that is what a full run is for): only that
+every side measured something and that no request failed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_smoke(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    out = tmp_path / f"{name}.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, never the suite's
+    command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", "--json", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout, json.loads(out.read_text())
+
+
+def positive(value: float) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value) and value > 0
+
+
+def test_serving_smoke(tmp_path: Path) -> None:
+    stdout, result = run_smoke("serving", tmp_path)
+    assert "serving:" in stdout and "lensops/FastAPI" in stdout
+    rows = result["results"]["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 8]
+    for row in rows:
+        for key in ("lensops_img_per_s", "fastapi_img_per_s", "raw_img_per_s", "efficiency", "vs_fastapi"):
+            assert positive(row[key]), (key, row)
+        assert positive(row["lensops_p99_ms"]) and positive(row["fastapi_p99_ms"])
+        assert row["lensops_errors"] == 0 and row["fastapi_errors"] == 0, row
+    assert result["environment"]["cores"] >= 1
+
+
+def test_hot_swap_smoke(tmp_path: Path) -> None:
+    stdout, result = run_smoke("hot_swap", tmp_path)
+    assert "hot swap:" in stdout and "during swap (lensops)" in stdout
+    steady, swap = result["results"]["steady"], result["results"]["swap"]
+    assert result["results"]["reload"] == {"status": 200, "old_version": "1", "new_version": "2", "alias": "champion"}
+    assert steady["errors"] == 0 and swap["errors"] == 0
+    assert positive(steady["img_per_s"]) and positive(swap["img_per_s"])
+    assert steady["versions"].keys() == {"1"} and "2" in swap["versions"]
+
+
+def test_ingest_smoke(tmp_path: Path) -> None:
+    stdout, result = run_smoke("ingest", tmp_path)
+    assert "ingest:" in stdout and "DataLoader" in stdout
+    for row in result["results"]["rows"]:
+        assert positive(row["lensops"]) and positive(row["baseline"]) and positive(row["ratio"]), row
+
+
+def test_training_smoke(tmp_path: Path) -> None:
+    stdout, result = run_smoke("training", tmp_path)
+    assert "training:" in stdout and "plain PyTorch loop" in stdout
+    for row in result["results"]["rows"]:
+        assert positive(row["lensops"]) and positive(row["baseline"]) and positive(row["ratio"]), row
