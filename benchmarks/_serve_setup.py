@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from lensops.artifact import ModelSpec
 from lensops.config import LensopsConfig, ModelConfig, PreprocessConfig
 from lensops.models import build_model, normalization
 from lensops.preprocess import PreprocessSpec
+from lensops.runtime import free_port
 
 from _common import start_ray
 
@@ -95,12 +95,6 @@ def service_config(uri: str, args: argparse.Namespace) -> LensopsConfig:
     cfg.serve.batch_wait_timeout_s = args.batch_wait_s
     cfg.serve.max_replicas = args.max_replicas
     return cfg
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

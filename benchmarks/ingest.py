@@ -75,7 +75,7 @@ def lensops_batches(folder: Path, spec: PreprocessSpec, args: argparse.Namespace
     from lensops.datasets import image_dataset
 
     start_ray()
-    cfg = DataConfig(source=str(folder), decode_batch_size=args.batch_size, decode_concurrency=args.workers)
+    cfg = DataConfig(source=str(folder), decode_concurrency=args.workers)  # lensops' own block size
     with stopwatch() as elapsed:
         catalog = build_catalog(cfg)
     console.print(f"lensops catalog (validation pass, not compared): {len(catalog.table)} images in {elapsed():.1f} s")

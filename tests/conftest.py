@@ -22,6 +22,7 @@ import ray
 from lensops import sample_data
 from lensops.catalog import Catalog, build_catalog
 from lensops.config import DataConfig, LensopsConfig, load_config
+from lensops.runtime import serve_env
 from lensops.train import TrainOutcome, fit
 
 SYNTHETIC_COUNT = 60
@@ -95,7 +96,9 @@ def ray_cluster(s3_server: str) -> Iterator[None]:
 def _start_ray(attempts: int = 3) -> None:
     # 8 logical CPUs on a 2-core machine on purpose: Ray Data and Serve replicas get slots beside
     # Train workers. Ray waits a fixed 30 s for its raylet; on a saturated shared machine that can
-    # run out, so a failed start is retried rather than failing the whole session.
+    # run out, so a failed start is retried rather than failing the whole session. Serve runs on
+    # the same throughput path (HAProxy, direct ingress) as a Ray that lensops starts itself.
+    os.environ.update(serve_env(os.environ))
     for attempt in range(1, attempts + 1):
         try:
             ray.init(

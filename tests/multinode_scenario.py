@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,16 +28,11 @@ from traffic import RequestLoop
 
 from lensops import registry
 from lensops.config import load_config
+from lensops.runtime import free_port
 from lensops.service import build
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_CPUS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def node_ports() -> dict[str, int]:

@@ -32,6 +32,7 @@ from packaging.requirements import Requirement
 
 from lensops import service_metrics
 from lensops.config import load_config
+from lensops.runtime import SERVE_THROUGHPUT
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -152,6 +153,16 @@ def test_dockerfile_copies_the_code_and_configs_the_image_needs() -> None:
     assert {"src", "serve_app", "ray_jobs", "configs", "tuning", "serve_config.yaml", "pyproject.toml"} <= set(sources)
     missing = [s for s in sources if not (REPO / s).exists()]
     assert missing == [], f"COPY sources missing from the build context (repository root): {missing}"
+
+
+def image_env() -> dict[str, str]:
+    """ENV of the image (``ENV A=1 B=2`` form)."""
+    pairs = [word.partition("=") for arguments in instructions("ENV") for word in shlex.split(arguments)]
+    return {name: value for name, _, value in pairs}
+
+
+def test_image_runs_serve_on_the_throughput_path_a_local_ray_gets() -> None:
+    assert image_env().items() >= SERVE_THROUGHPUT.items()
 
 
 def test_docker_build_context_keeps_local_state_out() -> None:

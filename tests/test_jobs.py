@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from traffic import RequestLoop
 
 from lensops import registry, tracking
 from lensops.config import LensopsConfig
+from lensops.runtime import free_port, serve_env
 from lensops.train import TrainOutcome
 
 pytestmark = pytest.mark.slow
@@ -39,12 +39,6 @@ BIN = Path(sys.executable).parent
 RELOAD_TOKEN = "job-test-token"
 SERVE = [str(BIN / "serve")]
 WATCH_S = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_dashboard(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -67,31 +61,33 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
     """A separate single-node Ray cluster with the job server; yields its dashboard URL.
 
     Like a real head node, its environment names the tracking server and the reload token."""
-    dashboard = _free_port()
+    dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray puts sockets under it
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "MLFLOW_TRACKING_URI": mlflow_uri,
-        "LENSOPS_RELOAD_TOKEN": RELOAD_TOKEN,
-    }
+    env = serve_env(  # as lensops.runtime.ensure_head starts a head
+        {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "LENSOPS_RELOAD_TOKEN": RELOAD_TOKEN,
+        }
+    )
     process = subprocess.Popen(
         [
             str(BIN / "ray"),
             "start",
             "--head",
             "--block",
-            f"--port={_free_port()}",
+            f"--port={free_port()}",
             "--num-cpus=6",  # the service holds 2.5 while a pipeline trains beside it
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             # every agent port explicit: the test session's own Ray already holds the defaults
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
             # its own temp dir: a job resolves its cluster from the newest address file there
             f"--temp-dir={temp_dir}",
         ],
@@ -195,7 +191,7 @@ def deployed_service(ray_head: str, classification_run: TrainOutcome, tmp_path_f
     """`serve deploy serve_config.yaml` on the head node, pointed at the test registry and
     following the champion every WATCH_S seconds; yields the service URL."""
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    port = _free_port()
+    port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     (app,) = config["applications"]
     app["args"]["overrides"] = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from ray import serve
 
 from lensops import registry
 from lensops.promotion import evaluate_and_promote
+from lensops.runtime import free_port
 from lensops.service import run_local
 from lensops.train import fit
 
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "lensops-mlflow"
 MODEL = "test-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _s3():
@@ -64,7 +58,7 @@ def postgres() -> Iterator[str]:
     data = Path(tempfile.mkdtemp(prefix="lensops-postgres-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = {"check": True, "capture_output": True, "text": True}
     subprocess.run(_as_postgres(_postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"), **run)
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
@@ -82,7 +76,7 @@ def postgres() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def mlflow_server(postgres: str, s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _s3().create_bucket(Bucket=BUCKET)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_server}
     command = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -144,7 +138,7 @@ def test_train_register_promote_and_serve_through_the_server(
     decision = evaluate_and_promote(cfg)
     assert decision.promoted and registry.find(mlflow_server, MODEL, registry.CHAMPION).version == outcome.version
 
-    url = run_local(cfg, port=_free_port())
+    url = run_local(cfg, port=free_port())
     try:
         image = next((training_dir / "dusty").glob("*.png"))
         answer = requests.post(f"{url}/predict", files={"file": (image.name, image.read_bytes())}, timeout=60).json()

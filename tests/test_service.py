@@ -26,6 +26,7 @@ from lensops import registry, tracking
 from lensops.config import LensopsConfig
 from lensops.inference import load_predictor
 from lensops.preprocess import to_uint8
+from lensops.runtime import free_port
 from lensops.service import build, run_local
 from lensops.train import TrainOutcome
 
@@ -36,14 +37,6 @@ NAME = "test-serve"
 CHALLENGER_NAME = "test-challenger"
 TOKEN = "test-reload-token"
 MAX_REQUEST_BYTES = 400_000
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ def base_url(ray_cluster: None, classification_cfg: LensopsConfig, first_version
     cfg.serve.watch_interval_s = 0
     cfg.serve.max_request_bytes = MAX_REQUEST_BYTES
     cfg.serve.max_replicas = 1
-    yield run_local(cfg, port=_free_port(), ingress_env={"LENSOPS_RELOAD_TOKEN": TOKEN})
+    yield run_local(cfg, port=free_port(), ingress_env={"LENSOPS_RELOAD_TOKEN": TOKEN})
     serve.shutdown()
 
 

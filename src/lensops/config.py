@@ -47,8 +47,10 @@ class DataConfig(Section):
     min_side: int = Field(32, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
     min_images_per_class: int = Field(5, ge=1)
-    decode_batch_size: int = Field(64, ge=1)
-    decode_concurrency: int = Field(2, ge=1)
+    decode_batch_size: int = Field(128, ge=1)
+    """Images one decode task reads (a Ray Data block); each task start costs a dispatch gap."""
+    decode_concurrency: int | None = Field(None, ge=1)
+    """Parallel decode tasks at most; None: as many as the cluster has free CPUs."""
     cache_decoded: bool = True
     """Materialise decoded uint8 images once; only augmentation re-runs every epoch."""
     work_dir: str = ".lensops"

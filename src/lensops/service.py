@@ -169,8 +169,11 @@ class Ingress:
 
     def __init__(self, preprocessor: DeploymentHandle, model: DeploymentHandle, config: dict[str, Any]):
         self.cfg = LensopsConfig.model_validate(config)
-        self.preprocessor = preprocessor
-        self.model = model
+        # By value over the replicas' own gRPC servers, not through Ray's object store: the
+        # images are small and answers are never passed on as ObjectRefs. Explicit, because a
+        # handle's default is fixed where it was built (the driver), not where it is used.
+        self.preprocessor = preprocessor.options(_by_reference=False)
+        self.model = model.options(_by_reference=False)
         self.uri = tracking.resolve_uri(self.cfg.tracking)
         self.name = self.cfg.tracking.registered_model
         self.active: Active | None = None
