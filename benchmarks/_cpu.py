@@ -21,6 +21,7 @@ PROC = Path("/proc")
 REPLICA = re.compile(r"ServeReplica:[^:\s]+:(\w+)")
 ROLES = (
     ("ProxyActor", "Serve HTTP proxy"),
+    ("haproxy", "HAProxy (Serve's HTTP front)"),
     ("ServeController", "Serve controller"),
     ("_fastapi_baseline.py", "FastAPI server"),
 )

@@ -209,7 +209,7 @@ def test_hot_swap_under_load_fails_no_request(
 
 def test_serve_config_is_valid_for_serve_deploy() -> None:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    schema = ServeDeploySchema.parse_obj(config)
+    schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
     assert app.import_path == "serve_app:build_app"
     assert {d.name for d in app.deployments} == {"Ingress", "Preprocessor", "Model"}
