@@ -1,8 +1,8 @@
 """Connecting to Ray: a local instance by default, a cluster with ``--address``/``RAY_ADDRESS``.
 
 A Ray that lensops starts itself (``init_ray`` without an address, ``ensure_head``) runs Serve
-on its throughput path (:func:`serve_env`); a cluster started elsewhere sets the same variables
-in its own environment (``cluster.yaml``, ``docker/``, ``deploy/kuberay/``).
+on its throughput path (:func:`serve_env`); elsewhere the docker image sets the same variables
+for every node it runs (``cluster.yaml``, ``docker/docker-compose.yml``, ``deploy/kuberay/``).
 """
 
 from __future__ import annotations
