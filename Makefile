@@ -10,7 +10,7 @@ DEMO_ARGS ?= --set train.epochs=4
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint system-packages clean
+.PHONY: install demo test unit lint system-packages clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ system-packages:
 
 test: lint system-packages
 	$(BIN)/pytest
+
+# The unit tier: pure logic, no Ray or servers, under a minute.
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
 
 clean:
 	rm -rf $(VENV) .lensops mlruns data

@@ -138,7 +138,7 @@ def stopwatch() -> Iterator[Callable[[], float]]:
 
 def encoded_images(count: int, size: int, seed: int = 0) -> list[bytes]:
     """``count`` synthetic solar-cell images of ``size`` px, alternately PNG and JPEG bytes."""
-    from lensops import synthetic
+    from lensops.data import synthetic
 
     items = synthetic.generate((count + 1) // 2, size, seed)[:count]
     out = []

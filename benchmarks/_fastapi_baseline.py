@@ -1,7 +1,7 @@
 """The hand-rolled baseline server: one uvicorn process, FastAPI, torch, one model call per request.
 
 It serves a saved lensops model directory with the same preprocessing and answer as the Ray
-Serve application (:func:`lensops.inputs.prepare`, :class:`lensops.inference.Predictor`), the
+Serve application (:func:`lensops.serving.inputs.prepare`, :class:`lensops.model.forward.Predictor`), the
 way a plain FastAPI/Flask server does it: the ``async`` route decodes the upload and runs the
 forward pass of that one image inline, so requests are served one at a time with every torch
 thread on each. Run as ``python benchmarks/_fastapi_baseline.py MODEL_DIR --port P``.
@@ -17,10 +17,11 @@ import uvicorn
 from fastapi import FastAPI, UploadFile
 from fastapi.responses import JSONResponse
 
-from lensops import artifact
 from lensops.config import ServeConfig
-from lensops.inference import ModelInfo, Predictor
-from lensops.inputs import InputError, InputLimits, prepare
+from lensops.model import artifact
+from lensops.model.forward import ModelInfo, Predictor
+from lensops.serving.errors import ApiError
+from lensops.serving.inputs import InputLimits, prepare
 
 
 def create_app(model_dir: str, device: str) -> FastAPI:
@@ -38,9 +39,9 @@ def create_app(model_dir: str, device: str) -> FastAPI:
     async def predict(file: UploadFile) -> JSONResponse:
         try:
             image = prepare(await file.read(), spec.preprocess, limits)
-        except InputError as exc:
+        except ApiError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
-        (answer,) = predictor.predict(np.expand_dims(image, 0))
+        (answer,) = predictor.predict({"image": np.expand_dims(image, 0)})
         return JSONResponse({**answer, "model": info.as_dict()})
 
     return app

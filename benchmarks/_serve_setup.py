@@ -9,22 +9,22 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 import torch
 from torch import nn
 
-from lensops import artifact, registry, tracking
-from lensops.artifact import ModelSpec
 from lensops.config import LensopsConfig, ModelConfig, PreprocessConfig
-from lensops.models import build_model, normalization
-from lensops.preprocess import PreprocessSpec
+from lensops.model import artifact
+from lensops.model.artifact import ModelSpec
+from lensops.model.backbones import pretrained_normalization
+from lensops.model.preprocess import PreprocessSpec
 from lensops.runtime import free_port
+from lensops.tracking import registry, runs
+from lensops.waiting import http_ok, wait_until
 
 from _common import start_ray
 
@@ -46,7 +46,7 @@ def add_model_args(parsed: argparse.ArgumentParser) -> None:
 
 def model_spec(arch: str, weights: str, image_size: int) -> ModelSpec:
     model_cfg = ModelConfig(architecture=arch, weights=weights)
-    mean, std = normalization(model_cfg)
+    mean, std = pretrained_normalization(model_cfg)
     return ModelSpec(
         model=model_cfg,
         classes=CLASSES,
@@ -54,14 +54,14 @@ def model_spec(arch: str, weights: str, image_size: int) -> ModelSpec:
         dataset_version="ds-benchmark",
         data_source="synthetic",
         config=LensopsConfig().model_dump(mode="json"),
-        git_commit=tracking.git_commit(),
+        git_commit=runs.git_commit(),
     )
 
 
 def make_model(spec: ModelSpec, seed: int) -> nn.Module:
     """The backbone with its pretrained weights (if any) and a freshly initialised head."""
     torch.manual_seed(seed)
-    return build_model(spec.model, spec.outputs).eval()
+    return spec.build_network().eval()
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ def register_versions(work: Path, spec: ModelSpec, count: int) -> Registered:
     versions, first_dir = [], work / "model-1"
     for index in range(count):
         directory = artifact.save(work / f"model-{index + 1}", make_model(spec, seed=index), spec)
-        run_id = tracking.create_run(uri, "benchmarks", f"benchmark-model-{index + 1}", {})
-        source = tracking.log_directory(uri, run_id, directory, "model")
+        run_id = runs.create_run(uri, "benchmarks", f"benchmark-model-{index + 1}", {})
+        source = runs.log_directory(uri, run_id, directory, "model")
         versions.append(registry.register(uri, MODEL_NAME, run_id, source, {}).version)
     registry.set_alias(uri, MODEL_NAME, registry.CHAMPION, versions[0])
     return Registered(uri=uri, model_dir=first_dir, versions=versions)
@@ -106,7 +106,7 @@ def serve_app(cfg: LensopsConfig) -> Iterator[str]:
     import ray
     from ray import serve
 
-    from lensops.service import run_local
+    from lensops.serving.app import run_local
 
     start_ray()
     try:
@@ -132,17 +132,12 @@ def fastapi_server(model_dir: Path, threads: int, device: str, timeout_s: float 
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"baseline server exited with {process.returncode}")
-        try:
-            if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"baseline server not healthy after {timeout_s}s")
+        return http_ok(f"{url}/health", timeout_s=5)
+
+    wait_until(up, timeout_s, "a healthy baseline server", interval_s=0.2)
 
 
 def replica_counts(app: str = "lensops") -> dict[str, int]:

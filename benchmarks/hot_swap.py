@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from lensops import registry
+from lensops.tracking import registry
 
 from _common import (
     check_device,

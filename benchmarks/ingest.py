@@ -2,10 +2,10 @@
 
 Both read every file of a generated image folder (``<root>/<class>/<image>.png``), decode it
 to RGB and resize + centre-crop it to uint8 (3, S, S) with the same transform
-(:func:`lensops.preprocess.geometry` of the resolved spec), with the same number of parallel
+(:func:`lensops.model.preprocess.geometry` of the resolved spec), with the same number of parallel
 workers (``--workers``, default: all cores), and hand batches of ``--batch-size`` to this process.
 
-* lensops: the catalog (``build_catalog``) and :func:`lensops.datasets.image_dataset`, i.e. the
+* lensops: the catalog (``build_catalog``) and :func:`lensops.data.loading.image_dataset`, i.e. the
   ``_load_batch`` tasks that feed training, iterated with ``iter_batches``; once with
   ``data.decode_concurrency=--workers`` (the same worker count), once with lensops' default
   (unset: decode tasks up to the local Ray's free logical CPUs, cores + 2).
@@ -28,11 +28,12 @@ import ray
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from lensops import sample_data, storage
-from lensops.catalog import Catalog, build_catalog
 from lensops.config import DataConfig, PreprocessConfig
-from lensops.datasets import image_dataset
-from lensops.preprocess import PreprocessSpec, geometry
+from lensops.data import samples, storage
+from lensops.data.catalog import Catalog, build_catalog
+from lensops.data.loading import image_dataset
+from lensops.model.preprocess import PreprocessSpec, geometry
+from lensops.model.tasks import get_task
 
 from _common import (
     check_device,
@@ -87,7 +88,7 @@ def lensops_batches(
 ) -> Callable[[], Iterable[int]]:
     cfg = DataConfig(source=catalog.source, decode_concurrency=concurrency)  # lensops' own block size
     fs, _ = storage.resolve(catalog.source)
-    dataset = image_dataset(catalog.table, spec, cfg, fs)
+    dataset = image_dataset(catalog.table, get_task("classification"), spec, cfg, fs)
 
     def batches() -> Iterable[int]:
         if args.device == "cuda":
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     with workspace() as work:
         folder = work / "images"
         with stopwatch() as elapsed:
-            total = sample_data.write_synthetic(folder, count_per_class=args.count, size=args.size)
+            total = samples.write_synthetic(folder, count_per_class=args.count, size=args.size)
         console.print(f"generated {total} PNGs of {args.size} px in {elapsed():.1f} s")
         baseline = timed_passes(dataloader_batches(folder, spec, args), args.passes)
         console.print(f"DataLoader: {baseline['img_per_s']:.1f} img/s")

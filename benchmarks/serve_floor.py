@@ -11,7 +11,7 @@ here, to hold against the lensops breakdown printed by serving.py.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the class-based ingress's route
-# signatures at import time and needs real types (as in lensops.service).
+# signatures at import time and needs real types (as in lensops.serving.api).
 import argparse
 import os
 from typing import Any
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from lensops.service import INGRESS_MAX_ONGOING, MODEL_BATCHES_ONGOING, PREPROCESSOR_MAX_ONGOING
+from lensops.serving.app import INGRESS_MAX_ONGOING, MODEL_BATCHES_ONGOING, PREPROCESSOR_MAX_ONGOING
 
 from _common import Column, console, encoded_images, parser, print_table, start_ray, write_json
 from _cpu import cpu_by_role, snapshot

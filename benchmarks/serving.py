@@ -2,13 +2,13 @@
 raw batched forward pass, under the same closed-loop HTTP load, in one run.
 
 1. An untrained model (``--arch`` backbone with its pretrained weights, fresh head) is saved
-   with lensops.artifact and registered as ``champion`` in a temporary sqlite MLflow store.
+   with lensops.model.artifact and registered as ``champion`` in a temporary sqlite MLflow store.
 2. raw: batches of ``--max-batch-size`` preprocessed images through the model in this process
    with ``--threads`` torch threads (default: all cores): the throughput ceiling.
 3. FastAPI: ``_fastapi_baseline.py`` in a subprocess (same preprocessing and answer, one
    forward pass per request, ``--threads`` torch threads) under each concurrency.
 4. lensops: a local Ray (lensops.runtime.init_ray) and the Serve application
-   (lensops.service.run_local) under the same load.
+   (lensops.serving.app.run_local) under the same load.
 
 Baselines run before Ray starts, so they have the machine to themselves.
 
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lensops import artifact
-from lensops.preprocess import normalization, to_uint8
+from lensops.model import artifact
+from lensops.model.preprocess import normalizer, to_uint8
 
 from _common import (
     Column,
@@ -73,7 +73,7 @@ def raw_forward(model_dir: Path, images: list[bytes], batch_size: int, device: s
     """Images/s of the bare forward pass on already normalised batches of ``batch_size``."""
     model, spec = artifact.load(model_dir, device)
     uint8 = np.stack([to_uint8(images[i % len(images)], spec.preprocess) for i in range(batch_size)])
-    batch = normalization(spec.preprocess)(torch.from_numpy(uint8).to(device))
+    batch = normalizer(spec.preprocess)(torch.from_numpy(uint8).to(device))
     if device == "cuda":
         model, batch = model.to(memory_format=torch.channels_last), batch.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

@@ -4,8 +4,8 @@ Both fit the same model (``--arch``, pretrained backbone weights + fresh head) o
 decoded uint8 train split of a generated image folder, with the same augmentation, optimizer
 (lensops' AdamW and parameter groups from the config defaults) and effective batch.
 
-* lensops: :func:`lensops.train.prepare` (catalog, cached Ray datasets) and
-  :func:`lensops.train.run_trainer` (``TorchTrainer`` + ``train_loop_per_worker``) on
+* lensops: :func:`lensops.training.fit.prepare` (catalog, cached Ray datasets) and
+  :func:`lensops.training.fit.run_trainer` (``TorchTrainer`` + ``train_loop_per_worker``) on
   ``--workers`` CPU workers of ``--batch-size`` each; per epoch it reports
   ``train_images_per_s`` (read back from the MLflow run).
 * plain: one process, ``--threads`` torch threads, batches of ``--batch-size x --workers``
@@ -31,13 +31,13 @@ import ray
 import torch
 from torch import nn
 
-from lensops import sample_data, tracking
-from lensops.artifact import ModelSpec
 from lensops.config import LensopsConfig, load_config
-from lensops.models import build_model
-from lensops.preprocess import augmentation, normalization
-from lensops.train import Prepared, open_run, prepare, run_trainer
-from lensops.train_loop import _optimizer as lensops_optimizer
+from lensops.data import samples
+from lensops.model.artifact import ModelSpec
+from lensops.model.preprocess import augmentation, normalizer
+from lensops.tracking import runs
+from lensops.training.epoch import make_optimizer
+from lensops.training.fit import Prepared, open_run, prepare, run_trainer
 
 from _common import (
     check_device,
@@ -94,10 +94,10 @@ def lensops_config(args: argparse.Namespace, work: Any) -> LensopsConfig:
 
 def lensops_fit(cfg: LensopsConfig, prepared: Prepared) -> dict[str, Any]:
     run_id = open_run(cfg, prepared, name="benchmark")
-    with tracking.closing(prepared.uri, run_id), stopwatch() as elapsed:
+    with runs.closing(prepared.uri, run_id), stopwatch() as elapsed:
         run_trainer(cfg, prepared, run_id)
         fit_s = elapsed()
-    client = tracking.client(prepared.uri)
+    client = runs.client(prepared.uri)
     rates = [m.value for m in sorted(client.get_metric_history(run_id, "train_images_per_s"), key=lambda m: m.step)]
     stamps = [m.timestamp for m in sorted(client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)]
     train_images = prepared.catalog.split("train").shape[0]
@@ -133,13 +133,13 @@ class PlainLoop:
         torch.manual_seed(cfg.train.seed)
         self.device = torch.device(device)
         self.amp = self.device.type == "cuda" and cfg.train.amp
-        self.model = build_model(spec.model, spec.outputs).to(self.device)
+        self.model = spec.build_network().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = lensops_optimizer(self.model, spec, cfg.train)
+        self.optimizer = make_optimizer(self.model, spec, cfg.train)
         self.scaler = torch.amp.GradScaler(enabled=self.amp)
         self.augment = augmentation(cfg.preprocess.augment)
-        self.normalize = normalization(spec.preprocess)
+        self.normalize = normalizer(spec.preprocess)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
         self.batch_size = cfg.train.batch_size * cfg.train.num_workers
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     check_device(args.device)
     set_torch_threads(args.threads)
     with workspace() as work:
-        count = sample_data.write_synthetic(work / "images", count_per_class=args.count, size=args.size)
+        count = samples.write_synthetic(work / "images", count_per_class=args.count, size=args.size)
         cfg = lensops_config(args, work)
         start_ray()
         prepared = prepare(cfg)

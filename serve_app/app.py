@@ -11,7 +11,7 @@ from typing import Any
 from ray import serve
 
 from lensops.config import load_config
-from lensops.service import build
+from lensops.serving.app import build
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import ray
 
-from lensops import sample_data
-from lensops.catalog import Catalog, build_catalog
 from lensops.config import DataConfig, LensopsConfig, load_config
+from lensops.data import samples
+from lensops.data.catalog import Catalog, build_catalog
 from lensops.runtime import serve_env
-from lensops.train import TrainOutcome, fit
+from lensops.training.fit import TrainOutcome, fit
+from lensops.waiting import wait_until
 
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 SYNTHETIC_COUNT = 60
 SYNTHETIC_SIZE = 48
 BAD_COUNT = 30
@@ -40,16 +42,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("filterwarnings", line)
 
 
-def _wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +59,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    _wait_for_port(host, port)
+    wait_until(lambda: _port_open(host, port), 10, f"the S3 server on port {port}", interval_s=0.05)
     endpoint = f"http://{host}:{port}"
     no_aws_files = tmp_path_factory.mktemp("aws") / "absent"
     env = {
@@ -99,6 +97,9 @@ def _start_ray(attempts: int = 3) -> None:
     # run out, so a failed start is retried rather than failing the whole session. Serve runs on
     # the same throughput path (HAProxy, direct ingress) as a Ray that lensops starts itself.
     os.environ.update(serve_env(os.environ))
+    # Tasks defined in the test suite (toy_task.py) are importable on every worker, as a user's
+    # own task module is when installed on the cluster or shipped in the job's working dir.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     for attempt in range(1, attempts + 1):
         try:
             ray.init(
@@ -138,7 +139,7 @@ def s3_upload(s3_server: str) -> Callable[[Path, str, str], str]:
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 clean + 60 dusty 48x48 PNGs and a manifest.csv with ``dust_level``; read-only."""
     out = tmp_path_factory.mktemp("synthetic")
-    sample_data.write_synthetic(out, count_per_class=SYNTHETIC_COUNT, size=SYNTHETIC_SIZE, seed=0)
+    samples.write_synthetic(out, count_per_class=SYNTHETIC_COUNT, size=SYNTHETIC_SIZE, seed=0)
     return out
 
 
@@ -146,8 +147,8 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 images per class plus the planted bad files of ``add_bad_files``; read-only."""
     out = tmp_path_factory.mktemp("bad")
-    sample_data.write_synthetic(out, count_per_class=BAD_COUNT, size=SYNTHETIC_SIZE, seed=0)
-    sample_data.add_bad_files(out)
+    samples.write_synthetic(out, count_per_class=BAD_COUNT, size=SYNTHETIC_SIZE, seed=0)
+    samples.add_bad_files(out)
     return out
 
 
@@ -167,7 +168,7 @@ def small_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path
 
     def export(name: str = "export", seed: int = 0, count: int = 8) -> Path:
         out = tmp_path_factory.mktemp(name)
-        sample_data.write_synthetic(out, count_per_class=count, size=40, seed=seed)
+        samples.write_synthetic(out, count_per_class=count, size=40, seed=seed)
         return out
 
     return export
@@ -175,7 +176,6 @@ def small_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path
 
 # ---- shared training run: one Ray Train fit serves every test that needs a model ----------
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 8
 FAIL_AT = 3
 
@@ -183,7 +183,7 @@ FAIL_AT = 3
 @pytest.fixture(scope="session")
 def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("train-data")
-    sample_data.write_synthetic(out, count_per_class=200, size=64, seed=1)
+    samples.write_synthetic(out, count_per_class=200, size=64, seed=1)
     return out
 
 

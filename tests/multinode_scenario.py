@@ -19,17 +19,17 @@ import time
 from pathlib import Path
 
 import ray
-import requests
 from ray import serve
 from ray.cluster_utils import Cluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors
 from traffic import RequestLoop
 
-from lensops import registry
 from lensops.config import load_config
 from lensops.runtime import free_port
-from lensops.service import build
+from lensops.serving.app import build
+from lensops.tracking import registry
+from lensops.waiting import http_ok, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_CPUS = 3
@@ -106,7 +106,7 @@ def serve_and_remove_a_node(
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     serve.run(build(cfg), name="lensops", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url)
+    wait_until(lambda: http_ok(f"{url}/health"), 300, f"a healthy service at {url}")
     placement = replica_nodes(dashboard)
     with RequestLoop(url, image, clients=4) as loop:
         time.sleep(5)
@@ -125,18 +125,6 @@ def serve_and_remove_a_node(
         "answered_in_last_10_s": sum(at > removed_at + 30 for at in after),
         "failure_samples": [text for _, text in loop.failed_at[:5]],
     }
-
-
-def wait_healthy(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=10).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} never became healthy")
 
 
 def replica_nodes(dashboard: str) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lensops import sample_data
+from lensops.data import samples
 
 PLANTED_REASONS = {
     "corrupt.png": "unreadable",
@@ -107,7 +107,7 @@ def test_sample_data_elpv_writes_real_cells_labelled_by_defect_probability(tmp_p
         rows = list(reader)
     assert reader.fieldnames == ["path", "label", "defect_probability", "module_type"]
     assert len(rows) == 60
-    source = sample_data.elpv_root() / "images"
+    source = samples.elpv_root() / "images"
     for row in rows:
         probability = float(row["defect_probability"])
         assert row["label"] == ("defective" if probability >= 0.5 else "functional")

@@ -30,9 +30,9 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from lensops import service_metrics
 from lensops.config import load_config
 from lensops.runtime import SERVE_THROUGHPUT
+from lensops.serving import metrics as serving_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -355,7 +355,7 @@ class Declared:
 
 @functools.cache
 def lensops_metrics() -> dict[str, Declared]:
-    """Exported name -> declaration, by building every metrics class of service_metrics with
+    """Exported name -> declaration, by building every metrics class of lensops.serving.metrics with
     recording stand-ins for Ray's Counter, Gauge and Histogram."""
     declared: list[Declared] = []
 
@@ -368,11 +368,11 @@ def lensops_metrics() -> dict[str, Declared]:
 
     classes = [
         obj
-        for obj in vars(service_metrics).values()
-        if isinstance(obj, type) and obj.__module__ == service_metrics.__name__
+        for obj in vars(serving_metrics).values()
+        if isinstance(obj, type) and obj.__module__ == serving_metrics.__name__
     ]
     with mock.patch.multiple(
-        service_metrics, Counter=recorder("counter"), Gauge=recorder("gauge"), Histogram=recorder("histogram")
+        serving_metrics, Counter=recorder("counter"), Gauge=recorder("gauge"), Histogram=recorder("histogram")
     ):
         for cls in classes:
             cls()
@@ -444,7 +444,7 @@ def test_lensops_metric_declarations_are_found() -> None:
 def test_dashboards_and_alerts_query_only_metrics_that_exist() -> None:
     known = set(lensops_metrics()) | ray_serve_metrics()
     unknown = {name for expr in queried_exprs() for name in metric_names(expr)} - known
-    assert unknown == set(), "not exported by service_metrics.py or Ray Serve"
+    assert unknown == set(), "not exported by lensops.serving.metrics or Ray Serve"
 
 
 def test_lensops_metrics_are_filtered_only_on_labels_they_carry() -> None:

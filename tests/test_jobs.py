@@ -27,10 +27,11 @@ import requests
 import yaml
 from traffic import RequestLoop
 
-from lensops import registry, tracking
 from lensops.config import LensopsConfig
 from lensops.runtime import free_port, serve_env
-from lensops.train import TrainOutcome
+from lensops.tracking import registry, runs
+from lensops.training.fit import TrainOutcome
+from lensops.waiting import http_ok, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +42,16 @@ SERVE = [str(BIN / "serve")]
 WATCH_S = 2
 
 
-def _wait_for_dashboard(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
-                return
-        except urllib.error.HTTPError:  # answering (e.g. 401 under Ray's token auth) means up
-            return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s}s")
+def _dashboard_up(url: str, process: subprocess.Popen) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"ray start exited with {process.returncode}")
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+            return True
+    except urllib.error.HTTPError:  # answering (e.g. 401 under Ray's token auth) means up
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +96,7 @@ def ray_head(s3_server: str, mlflow_uri: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for_dashboard(url, process)
+        wait_until(lambda: _dashboard_up(url, process), 120, f"the Ray dashboard at {url}", interval_s=1)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -187,9 +185,13 @@ def test_worse_challenger_is_refused_and_champion_kept(
 
 
 @pytest.fixture(scope="module")
-def deployed_service(ray_head: str, classification_run: TrainOutcome, tmp_path_factory: pytest.TempPathFactory) -> str:
+def deployed_service(
+    ray_head: str, classification_run: TrainOutcome, classification_cfg: LensopsConfig, tmp_path_factory
+) -> str:
     """`serve deploy serve_config.yaml` on the head node, pointed at the test registry and
-    following the champion every WATCH_S seconds; yields the service URL."""
+    following the champion (the shared fit, set here) every WATCH_S seconds; yields its URL."""
+    uri, name = classification_cfg.tracking.tracking_uri, classification_run.model_name
+    registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
@@ -207,14 +209,13 @@ def deployed_service(ray_head: str, classification_run: TrainOutcome, tmp_path_f
     deployed = subprocess.run([*SERVE, "deploy", str(path), "--address", ray_head], capture_output=True, text=True)
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    status = ""
-    while time.monotonic() < deadline:
+
+    def running() -> bool:
         status = subprocess.run([*SERVE, "status", "--address", ray_head], capture_output=True, text=True).stdout
-        if "status: RUNNING" in status and _healthy(url):
-            return url
-        time.sleep(3)
-    raise AssertionError(f"application never became healthy:\n{status}")
+        return "status: RUNNING" in status and http_ok(f"{url}/health")
+
+    wait_until(running, 300, "the deployed application to run and answer /health", interval_s=3)
+    return url
 
 
 def test_serve_deploy_of_the_shipped_config_serves_the_champion(
@@ -230,14 +231,6 @@ def test_serve_deploy_of_the_shipped_config_serves_the_champion(
     answer = requests.post(f"{deployed_service}/predict", files={"file": (image.name, image.read_bytes())}, timeout=60)
     assert answer.json()["model"]["version"] == classification_run.version
     assert answer.json()["model"]["alias"] == "champion"
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 GOOD = (
@@ -289,10 +282,10 @@ def test_pipeline_promotes_a_better_model_and_the_service_follows(
     versions = loop.versions()
     assert versions[0] == submitted_weak_version and versions[-1] == new
     assert registry.find(uri, name, registry.CHAMPION).version == new
-    pipeline = tracking.client(uri).get_run(_field(done.stdout, "pipeline_run_id:"))
+    pipeline = runs.client(uri).get_run(_field(done.stdout, "pipeline_run_id:"))
     assert pipeline.info.status == "FINISHED" and pipeline.data.metrics["promoted"] == 1.0
     assert {pipeline.data.tags[f"lensops.step.{s}"] for s in ("validate", "train", "evaluate")} == {"ok"}
-    (trained,) = tracking.children(uri, pipeline.info.run_id)
+    (trained,) = runs.children(uri, pipeline.info.run_id)
     assert registry.find(uri, name, new).run_id == trained.info.run_id
 
 
@@ -311,10 +304,11 @@ def test_pipeline_keeps_the_champion_when_the_new_model_is_worse(
 
 
 def test_failed_pipeline_step_is_named_and_leaves_the_champion(
-    ray_head: str, classification_cfg: LensopsConfig, tmp_path: Path
+    ray_head: str, classification_run: TrainOutcome, classification_cfg: LensopsConfig, tmp_path: Path
 ) -> None:
     uri, name = classification_cfg.tracking.tracking_uri, classification_cfg.tracking.registered_model
-    champion = registry.find(uri, name, registry.CHAMPION).version
+    champion = classification_run.version
+    registry.set_alias(uri, name, registry.CHAMPION, champion)
     missing = classification_cfg.model_copy(deep=True)
     missing.data.source = str(tmp_path / "no-such-folder")
     done = _pipeline(ray_head, missing, tmp_path)
@@ -326,8 +320,5 @@ def test_failed_pipeline_step_is_named_and_leaves_the_champion(
 
 
 def _wait_until_serving(url: str, version: str, timeout_s: float = 120) -> float:
-    deadline = time.monotonic() + timeout_s
-    while (current := _serving(url)) != version:
-        assert time.monotonic() < deadline, f"service still on version {current}, expected {version}"
-        time.sleep(0.5)
+    wait_until(lambda: _serving(url) == version, timeout_s, f"the service to answer with version {version}")
     return time.monotonic()

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,12 @@ import requests
 from conftest import synthetic_config
 from ray import serve
 
-from lensops import registry
-from lensops.promotion import evaluate_and_promote
 from lensops.runtime import free_port
-from lensops.service import run_local
-from lensops.train import fit
+from lensops.serving.app import run_local
+from lensops.tracking import registry
+from lensops.tracking.promotion import evaluate_and_promote
+from lensops.training.fit import fit
+from lensops.waiting import http_ok, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -105,16 +105,11 @@ def mlflow_server(postgres: str, s3_server: str, tmp_path_factory: pytest.TempPa
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def up() -> bool:
         assert process.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"mlflow server not healthy in {timeout_s}s:\n{log.read_text()[-3000:]}")
+        return http_ok(f"{url}/health", timeout_s=2)
+
+    wait_until(up, timeout_s, "a healthy mlflow server")
 
 
 def test_train_register_promote_and_serve_through_the_server(

@@ -10,11 +10,12 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from lensops import storage
-from lensops.catalog import Catalog, build_catalog, list_files
 from lensops.config import DataConfig
-from lensops.datasets import split_datasets
-from lensops.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from lensops.data import storage
+from lensops.data.catalog import Catalog, build_catalog, list_files
+from lensops.data.loading import split_datasets
+from lensops.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from lensops.model.tasks import get_task
 
 BUCKET = "lensops-test"
 SPEC = PreprocessSpec(image_size=32, resize_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -22,7 +23,7 @@ SPEC = PreprocessSpec(image_size=32, resize_size=32, mean=IMAGENET_MEAN, std=IMA
 
 @pytest.fixture(scope="module")
 def local_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lensops.sample_data import add_bad_files, write_synthetic
+    from lensops.data.samples import add_bad_files, write_synthetic
 
     out = tmp_path_factory.mktemp("s3-source")
     write_synthetic(out, count_per_class=12, size=40, seed=3)
@@ -95,7 +96,8 @@ def test_an_s3_manifest_resolves_relative_paths_to_s3_uris(s3_uri: str, local_ca
 
 
 def test_ray_data_workers_read_and_decode_images_from_s3(s3_catalog: Catalog, s3_uri: str) -> None:
-    datasets = split_datasets(s3_catalog, SPEC, DataConfig(source=s3_uri, decode_batch_size=8))
+    cfg = DataConfig(source=s3_uri, decode_batch_size=8)
+    datasets = split_datasets(s3_catalog, get_task("classification"), SPEC, cfg)
 
     for split, ds in datasets.items():
         rows = 0

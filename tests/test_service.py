@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import base64
-import io
-import struct
+import re
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import requests
 import yaml
+from factories import encode, png_header_only
 from PIL import Image
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 from traffic import RequestLoop
 
-from lensops import registry, tracking
 from lensops.config import LensopsConfig
-from lensops.inference import load_predictor
-from lensops.preprocess import to_uint8
+from lensops.model import artifact
+from lensops.model.preprocess import to_uint8
 from lensops.runtime import free_port
-from lensops.service import build, run_local
-from lensops.train import TrainOutcome
+from lensops.serving.app import build, run_local
+from lensops.tracking import registry, runs
+from lensops.tracking.registry import load_predictor
+from lensops.training.fit import TrainOutcome
+from lensops.waiting import http_ok, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,26 +61,8 @@ def base_url(ray_cluster: None, classification_cfg: LensopsConfig, first_version
     serve.shutdown()
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _examples(training_dir: Path, label: str, count: int) -> list[bytes]:
     return [p.read_bytes() for p in sorted((training_dir / label).glob("*.png"))[:count]]
-
-
-def _bomb_png(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` x ``height`` pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 def test_health_is_ready_with_the_champion_loaded(base_url: str, first_version: str) -> None:
@@ -142,8 +126,8 @@ def test_batch_keeps_order_and_isolates_a_bad_item(base_url: str, training_dir: 
         ({"data": b"{oops", "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
         ({"files": {"other": ("x.png", b"x")}}, 400, "missing_field"),
         ({"files": {"file": ("x.txt", b"plain text, no pixels")}}, 415, "not_image"),
-        ({"files": {"file": ("x.png", _png(Image.new("RGB", (8, 8))))}}, 422, "too_small"),
-        ({"files": {"file": ("x.png", _bomb_png(30_000, 30_000))}}, 413, "too_large"),
+        ({"files": {"file": ("x.png", encode(Image.new("RGB", (8, 8))))}}, 422, "too_small"),
+        ({"files": {"file": ("x.png", png_header_only(30_000, 30_000))}}, 413, "too_large"),
         ({"files": {"file": ("x.bin", b"\0" * (MAX_REQUEST_BYTES + 1))}}, 413, "request_too_large"),
     ],
 )
@@ -188,23 +172,88 @@ def test_reload_needs_the_bearer_token(base_url: str) -> None:
     assert wrong.status_code == 401
 
 
+def _reload(base_url: str) -> requests.Response:
+    return requests.post(f"{base_url}/reload-model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+
+
 def test_hot_swap_under_load_fails_no_request(
-    base_url: str, first_version: str, classification_run: TrainOutcome, mlflow_uri: str, training_dir: Path
+    base_url: str, first_version: str, mlflow_uri: str, training_dir: Path
 ) -> None:
     trained = registry.find(mlflow_uri, NAME, first_version)
     second = registry.register(mlflow_uri, NAME, trained.run_id, trained.source, {}).version
-    registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, second)
     data = _examples(training_dir, "dusty", 1)[0]
-    with RequestLoop(base_url, data) as loop:
-        time.sleep(2)
-        reload = requests.post(f"{base_url}/reload-model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
-        time.sleep(3)
-    assert reload.status_code == 200, reload.text
-    assert reload.json() == {"old_version": first_version, "new_version": second, "alias": "champion"}
+    try:
+        with RequestLoop(base_url, data) as loop:
+            time.sleep(2)
+            registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, second)
+            there = _reload(base_url)
+            time.sleep(2)
+            registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, first_version)
+            back = _reload(base_url)
+            time.sleep(2)
+    finally:
+        registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, first_version)
+    assert there.json() == {"old_version": first_version, "new_version": second, "alias": "champion"}
+    assert back.json() == {"old_version": second, "new_version": first_version, "alias": "champion"}
     assert loop.failures == []
     versions = loop.versions()
-    assert first_version in versions and versions[-1] == second
-    assert requests.get(f"{base_url}/health", timeout=30).json()["version"] == second
+    assert versions[0] == first_version and second in versions and versions[-1] == first_version
+    assert requests.get(f"{base_url}/health", timeout=30).json()["version"] == first_version
+
+
+def _register_unloadable(mlflow_uri: str, first_version: str, tmp_path: Path) -> str:
+    """A version of NAME whose spec is fine but whose weights file is not safetensors."""
+    good = registry.find(mlflow_uri, NAME, first_version)
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    runs.download(mlflow_uri, f"{good.source}/{artifact.SPEC}", folder)
+    (folder / artifact.WEIGHTS).write_bytes(b"these bytes are not a safetensors file")
+    run_id = runs.create_run(mlflow_uri, "test-broken-weights", "broken-weights", {})
+    source = runs.log_directory(mlflow_uri, run_id, folder, "model")
+    return registry.register(mlflow_uri, NAME, run_id, source, {}).version
+
+
+def _refresh_failures(reason: str) -> float:
+    """``ray_lensops_model_refresh_failures_total`` for ``reason`` on this node's metrics page."""
+    port = next(node["MetricsExportPort"] for node in ray.nodes() if node["Alive"])
+    page = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    pattern = rf'^ray_lensops_model_refresh_failures_total{{[^}}]*reason="{reason}"[^}}]*}} ([0-9.e+]+)$'
+    return sum(float(value) for value in re.findall(pattern, page, flags=re.M))
+
+
+def test_a_version_that_cannot_load_degrades_health_and_the_old_one_keeps_answering(
+    base_url: str, first_version: str, mlflow_uri: str, training_dir: Path, tmp_path: Path
+) -> None:
+    broken = _register_unloadable(mlflow_uri, first_version, tmp_path)
+    data = _examples(training_dir, "clean", 1)[0]
+    try:
+        registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, broken)
+        reload = _reload(base_url)
+        assert reload.status_code == 502
+        assert reload.json()["error"] == "model_load_failed" and f"version {broken}" in reload.json()["detail"]
+        health = requests.get(f"{base_url}/health", timeout=30)
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded" and health.json()["version"] == first_version
+        assert health.json()["reason"].startswith("model_load_failed: ")
+        answer = requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == first_version
+        wait_until(lambda: _refresh_failures("model_load_failed") >= 1, 60, "the refresh failure on /metrics")
+    finally:
+        registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, first_version)
+    assert _reload(base_url).json()["new_version"] == first_version
+    assert requests.get(f"{base_url}/health", timeout=30).json() == {"status": "ok", "version": first_version}
+
+
+def test_reload_answers_404_json_when_the_alias_is_gone(base_url: str, first_version: str, mlflow_uri: str) -> None:
+    client = runs.client(mlflow_uri)
+    client.delete_registered_model_alias(NAME, registry.CHAMPION)
+    try:
+        reload = _reload(base_url)
+    finally:
+        registry.set_alias(mlflow_uri, NAME, registry.CHAMPION, first_version)
+    assert reload.status_code == 404 and reload.json()["error"] == "no_such_version"
+    assert requests.get(f"{base_url}/health", timeout=30).json()["status"] == "degraded"
+    assert _reload(base_url).status_code == 200
 
 
 def test_serve_config_is_valid_for_serve_deploy() -> None:
@@ -262,7 +311,7 @@ def test_answers_match_offline_inference_of_the_same_model(
 ) -> None:
     offline = load_predictor(mlflow_uri, NAME, first_version)
     images = _examples(training_dir, "clean", 2) + _examples(training_dir, "dusty", 2)
-    expected = offline.predict(np.stack([to_uint8(data, offline.spec.preprocess) for data in images]))
+    expected = offline.predict({"image": np.stack([to_uint8(data, offline.spec.preprocess) for data in images])})
     files = [("files", (f"{i}.png", data)) for i, data in enumerate(images)]
     batch = requests.post(f"{base_url}/predict_batch", files=files, timeout=60).json()["results"]
     single = [requests.post(f"{base_url}/predict", files={"file": ("x.png", d)}, timeout=60).json() for d in images]
@@ -292,10 +341,8 @@ def test_health_is_503_until_a_champion_exists_then_200(
     trained = registry.find(mlflow_uri, classification_run.model_name, classification_run.version)
     version = registry.register(mlflow_uri, "test-pending", trained.run_id, trained.source, {}).version
     registry.set_alias(mlflow_uri, "test-pending", registry.CHAMPION, version)
-    deadline = time.monotonic() + 60
-    while (after := requests.get(f"{base_url}/pending/health", timeout=30)).status_code != 200:
-        assert time.monotonic() < deadline, after.text
-        time.sleep(1)
+    wait_until(lambda: http_ok(f"{base_url}/pending/health"), 60, "the pending app to load its first champion")
+    after = requests.get(f"{base_url}/pending/health", timeout=30)
     assert after.json() == {"status": "ok", "version": version}
     serve.delete("pending")
 
@@ -344,10 +391,7 @@ def deploy_challenger(
         cfg.serve.canary_percent = canary_percent
         serve.run(build(cfg, {"LENSOPS_RELOAD_TOKEN": TOKEN}), name="challenger", route_prefix="/challenger")
         url = f"{base_url}/challenger"
-        deadline = time.monotonic() + 120
-        while (health := requests.get(f"{url}/health", timeout=60)).status_code != 200:
-            assert time.monotonic() < deadline, health.text
-            time.sleep(0.5)
+        wait_until(lambda: http_ok(f"{url}/health"), 120, f"a healthy {mode} app")
         return url
 
     yield deploy
@@ -391,10 +435,12 @@ def test_shadow_answers_with_the_champion_and_counts_the_challenger(
     url = deploy_challenger("shadow")
     images = (_examples(training_dir, "clean", 5) + _examples(training_dir, "dusty", 5)) * 5
     assert set(_answered_by(_predict_all(url, images))) == {(champion, "champion")}
-    deadline = time.monotonic() + 30  # shadow predictions finish in the background
-    while (block := requests.get(f"{url}/model", timeout=30).json()["challenger"])["shadow_answers"] < len(images):
-        assert time.monotonic() < deadline, block
-        time.sleep(0.5)
+
+    def shadow_block() -> dict | None:  # shadow predictions finish in the background
+        block = requests.get(f"{url}/model", timeout=30).json()["challenger"]
+        return block if block["shadow_answers"] >= len(images) else None
+
+    block = wait_until(shadow_block, 30, "every shadow prediction to be counted")
     assert block == {
         "version": challenger,
         "alias": "challenger",
@@ -418,7 +464,7 @@ def test_a_missing_challenger_or_the_champion_itself_gets_no_traffic(
     assert requests.post(**reload).status_code == 200
     assert requests.get(f"{url}/model", timeout=30).json()["challenger"] is None
     assert set(_answered_by(_predict_all(url, data))) == {(champion, "champion")}
-    tracking.client(mlflow_uri).delete_registered_model_alias(CHALLENGER_NAME, registry.CHALLENGER)
+    runs.client(mlflow_uri).delete_registered_model_alias(CHALLENGER_NAME, registry.CHALLENGER)
     assert requests.post(**reload).json() == {"old_version": champion, "new_version": champion, "alias": "champion"}
     assert requests.get(f"{url}/model", timeout=30).json()["challenger"] is None
     assert set(_answered_by(_predict_all(url, data))) == {(champion, "champion")}

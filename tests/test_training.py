@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import EPOCHS, synthetic_config
 
-from lensops import registry, tracking
 from lensops.config import LensopsConfig
-from lensops.datasets import split_datasets
-from lensops.evaluate import evaluate
-from lensops.promotion import evaluate_and_promote
-from lensops.train import TrainOutcome, fit
+from lensops.data.loading import split_datasets
+from lensops.tracking import registry, runs
+from lensops.tracking.promotion import evaluate_and_promote
+from lensops.training.evaluation import evaluate
+from lensops.training.fit import TrainOutcome, fit
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +29,17 @@ def test_classifier_learns_the_synthetic_task(classification_run: TrainOutcome) 
 def test_worker_failure_resumes_from_checkpoint_in_the_same_run(
     classification_run: TrainOutcome, mlflow_uri: str
 ) -> None:
-    client = tracking.client(mlflow_uri)
+    client = runs.client(mlflow_uri)
     experiment = client.get_experiment_by_name("test-classification")
-    runs = client.search_runs([experiment.experiment_id])
-    assert [r.info.run_id for r in runs] == [classification_run.run_id]
+    found = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in found] == [classification_run.run_id]
     history = client.get_metric_history(classification_run.run_id, "val_accuracy")
     # A restart from epoch 0 would log epochs 0..FAIL_AT-1 twice; resuming logs each once.
     assert sorted(m.step for m in history) == list(range(EPOCHS))
 
 
 def test_run_holds_config_report_plots_and_model(classification_run: TrainOutcome, mlflow_uri: str) -> None:
-    client = tracking.client(mlflow_uri)
+    client = runs.client(mlflow_uri)
     run = client.get_run(classification_run.run_id)
     assert run.data.params["train.epochs"] == str(EPOCHS)
     assert run.data.params["dataset_version"] == classification_run.dataset_version
@@ -68,10 +68,11 @@ def test_registered_version_reproduces_its_test_metrics(
     assert loaded.spec.classes == ["clean", "dusty"]
     assert loaded.spec.dataset_version == classification_run.dataset_version
     assert loaded.spec.baseline is not None and loaded.spec.baseline.pixels > 0
-    from lensops.catalog import build_catalog
+    from lensops.data.catalog import build_catalog
 
     catalog = build_catalog(classification_cfg.data)
-    test = split_datasets(catalog, loaded.spec.preprocess, classification_cfg.data, splits=("test",))["test"]
+    spec = loaded.spec
+    test = split_datasets(catalog, spec.task, spec.preprocess, classification_cfg.data, splits=("test",))["test"]
     metrics = evaluate(loaded.model, loaded.spec, test).metrics
     assert metrics["accuracy"] == pytest.approx(classification_run.test_metrics["test_accuracy"])
 
@@ -110,7 +111,7 @@ def test_regression_head_lowers_mae(ray_cluster: None, training_dir: Path, mlflo
         "tracking.registered_model=test-dust-level",
     )
     outcome = fit(cfg)
-    history = tracking.client(mlflow_uri).get_metric_history(outcome.run_id, "val_mae")
+    history = runs.client(mlflow_uri).get_metric_history(outcome.run_id, "val_mae")
     by_epoch = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert by_epoch[-1] < by_epoch[0]
     targets = outcome.evaluation.targets

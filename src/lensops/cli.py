@@ -1,7 +1,13 @@
-"""The ``lensops`` command: thin wrappers that parse options, call the library and print."""
+"""The lensops command: one verb per stage, from sample data to a served model.
+
+Every verb that takes a configuration reads it the same way (a YAML file plus --set
+overrides), and every verb that needs Ray joins --address, $RAY_ADDRESS or starts a local Ray.
+The files in ray_jobs/ run the same verbs under `ray job submit`.
+"""
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -10,11 +16,26 @@ import typer
 
 from lensops.config import ConfigError, LensopsConfig, load_config
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
-AddressOption = Annotated[str | None, typer.Option("--address", help="Ray cluster address; default: local Ray.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override one config key, e.g. --set train.epochs=3 (repeatable).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else a local Ray.")
+]
+_state = {"verbose": False}
+
+
+def _set_verbose(value: bool) -> bool:
+    _state["verbose"] = value
+    return value
+
+
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show Python tracebacks of errors.", callback=_set_verbose)
+]
 
 
 class SampleSource(StrEnum):
@@ -22,18 +43,28 @@ class SampleSource(StrEnum):
     synthetic = "synthetic"
 
 
+def _config(config: Path | None, overrides: list[str] | None) -> LensopsConfig:
+    return load_config(config, overrides or [])
+
+
+def _connect(address: str | None) -> None:
+    from lensops.runtime import init_ray
+
+    init_ray(address)
+
+
 @app.command("sample-data")
 def sample_data(
-    out_dir: Path,
-    source: Annotated[SampleSource, typer.Option(help="Real ELPV cells or synthetic.")] = SampleSource.elpv,
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the images and manifest.csv into.")],
+    source: Annotated[SampleSource, typer.Option(help="Real ELPV cells or synthetic ones.")] = SampleSource.elpv,
     count: Annotated[int, typer.Option(help="Synthetic: images per class.")] = 200,
     size: Annotated[int, typer.Option(help="Synthetic: image side in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Synthetic: generator seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="ELPV: export only the first N cells.")] = None,
-    bad_files: Annotated[bool, typer.Option("--bad-files", help="Plant files validation must skip.")] = False,
+    bad_files: Annotated[bool, typer.Option("--bad-files", help="Plant files that validation must skip.")] = False,
 ) -> None:
-    """Write a sample ImageFolder dataset (with manifest.csv) to OUT_DIR."""
-    from lensops import sample_data as samples
+    """Write a sample image-folder dataset, with a manifest.csv, to OUT_DIR."""
+    from lensops.data import samples
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if source is SampleSource.elpv:
@@ -48,26 +79,21 @@ def sample_data(
 
 @app.command()
 def validate(
-    source: Annotated[str, typer.Argument(help="Image folder, s3:// URI or manifest.csv.")],
+    source: Annotated[str, typer.Argument(help="Image folder, s3:// prefix or manifest.csv.")],
     report: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
     address: AddressOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Catalog and validate a dataset: version, class counts per split, skipped files."""
-    from lensops.catalog import build_catalog
+    """Catalog and validate a dataset: its version, class counts per split, skipped files."""
     from lensops.console import print_validation
-    from lensops.runtime import init_ray
-    from lensops.validation import DataValidationError
+    from lensops.data.catalog import build_catalog
 
-    cfg = _load(config, overrides or [])
+    cfg = _config(config, overrides)
     cfg.data.source = source
-    init_ray(address)
-    try:
-        catalog = build_catalog(cfg.data)
-    except (DataValidationError, FileNotFoundError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
+    _connect(address)
+    catalog = build_catalog(cfg.data)
     written = catalog.write(Path(cfg.data.work_dir) / "datasets")
     print_validation(catalog.report)
     typer.echo(f"manifest: {written / 'manifest.parquet'}")
@@ -77,29 +103,180 @@ def validate(
 
 
 @app.command()
+def train(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    address: AddressOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Fine-tune on Ray Train, track the run in MLflow and register the model as challenger."""
+    from lensops.training.fit import fit
+
+    cfg = _config(config, overrides)
+    _connect(address)
+    outcome = fit(cfg)
+    typer.echo(f"run_id: {outcome.run_id}")
+    typer.echo(f"registered: {outcome.model_name} version {outcome.version} (alias challenger)")
+    typer.echo(f"dataset_version: {outcome.dataset_version}")
+    for name, value in outcome.test_metrics.items():
+        typer.echo(f"{name}: {value:.4f}")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option(help="Version number or alias to evaluate.")] = "challenger",
+    decision: Annotated[Path | None, typer.Option(help="Also write the decision JSON here.")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    address: AddressOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Score a registered version and the champion on the same test split; promote the better."""
+    from lensops.tracking.promotion import evaluate_and_promote
+
+    cfg = _config(config, overrides)
+    _connect(address)
+    outcome = evaluate_and_promote(cfg, version)
+    text = outcome.model_dump_json(indent=2)
+    typer.echo(text)
+    if decision:
+        decision.write_text(text)
+    verdict = "promoted to champion" if outcome.promoted else "champion kept"
+    typer.echo(f"version {outcome.challenger.version}: {verdict} ({outcome.reason})")
+
+
+@app.command()
+def tune(
+    sweep: Annotated[Path, typer.Argument(help="Sweep definition (YAML, see tuning/).")],
+    overrides: SetOption = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Ignore an earlier run of this sweep.")] = False,
+    address: AddressOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run a hyperparameter sweep on Ray Tune and register the best trial as challenger.
+
+    Run the same command again after an interruption and the sweep resumes."""
+    from lensops.tuning.space import load_sweep
+    from lensops.tuning.sweep import run_sweep
+
+    definition, base = load_sweep(sweep, overrides)
+    _connect(address)
+    outcome = run_sweep(definition, base, restart=restart)
+    best = outcome.best
+    typer.echo(f"sweep_run_id: {outcome.parent_run_id}")
+    typer.echo(f"best_trial: {outcome.trials[0].trial_id} run_id {best.run_id}")
+    typer.echo(f"registered: {best.model_name} version {best.version} (alias challenger)")
+    for name, value in best.test_metrics.items():
+        typer.echo(f"{name}: {value:.4f}")
+
+
+@app.command()
+def pipeline(
+    config: ConfigOption = None,
+    sweep: Annotated[Path | None, typer.Option(help="Run this sweep instead of one training.")] = None,
+    data: Annotated[str | None, typer.Option(help="Data location (sets data.source).")] = None,
+    overrides: SetOption = None,
+    service_url: Annotated[str | None, typer.Option(help="Service to tell about a new champion.")] = None,
+    address: AddressOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Validate, train (or sweep), evaluate, promote and notify, as one tracked run.
+
+    A failed step is named, exits 1 and leaves the champion untouched. With --service-url the
+    service swaps at once (token from $LENSOPS_RELOAD_TOKEN); otherwise it follows the champion
+    within its watch interval."""
+    from lensops.pipeline import run_pipeline
+    from lensops.tuning.space import load_sweep
+
+    if (config is None) == (sweep is None):
+        raise typer.BadParameter("give exactly one of --config and --sweep")
+    sets = [*([f"data.source={data}"] if data else []), *(overrides or [])]
+    definition, cfg = load_sweep(sweep, sets) if sweep else (None, _config(config, sets))
+    _connect(address)
+    outcome = run_pipeline(cfg, definition, service_url)
+    decision = outcome.decision
+    typer.echo(f"pipeline_run_id: {outcome.run_id}")
+    for role, score in (("challenger", decision.challenger), ("previous champion", decision.champion)):
+        if score:
+            typer.echo(f"{role}: version {score.version} {decision.metric}={score.metrics[decision.metric]:.4f}")
+    typer.echo(f"decision: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
+    typer.echo(f"champion: version {outcome.champion}")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    address: AddressOption = None,
+    port: Annotated[int, typer.Option(help="HTTP port of the service.")] = 8000,
+    verbose: VerboseOption = False,
+) -> None:
+    """Deploy the champion on Ray Serve and wait until it answers.
+
+    Without --address it runs on this machine's Ray head (started if none runs), so the
+    service keeps running after this command until `ray stop`."""
+    from lensops.runtime import ensure_head, init_ray
+    from lensops.serving.app import run_local
+
+    cfg = _config(config, overrides)
+    init_ray(address or ensure_head())
+    url = run_local(cfg, port=port)
+    typer.echo(f"serving {cfg.tracking.registered_model}@{cfg.serve.version or cfg.serve.alias} at {url}")
+
+
+@app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to send.", exists=True, dir_okay=False)],
     url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
+    verbose: VerboseOption = False,
 ) -> None:
     """Send images to a running service and print one answer per image."""
-    from lensops.client import describe, predict_files
+    from lensops.serving.client import describe, predict_files
 
-    try:
-        answers = predict_files(url, images)
-    except (OSError, RuntimeError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    for path, answer in zip(images, answers, strict=True):
+    for path, answer in zip(images, predict_files(url, images), strict=True):
         typer.echo(f"{path}: {describe(answer)}")
 
 
-def _load(config: Path | None, overrides: list[str]) -> LensopsConfig:
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="Dataset folder; the ELPV sample is exported there if missing.")] = Path(
+        "data/elpv"
+    ),
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    address: AddressOption = None,
+    port: Annotated[int, typer.Option(help="HTTP port of the service.")] = 8000,
+    verbose: VerboseOption = False,
+) -> None:
+    """The main job: sample data, validate, train, promote, serve, and predict over HTTP."""
+    from lensops.demo import DEFAULT_CONFIG, run_demo
+
+    cfg = _config(config or DEFAULT_CONFIG, [f"data.source={data.resolve()}", *(overrides or [])])
+    run_demo(cfg, data, address, port)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can cause and fix: one line, no traceback (unless --verbose)."""
+    from lensops.data.validation import DataValidationError
+    from lensops.pipeline import StepFailed
+    from lensops.serving.client import ServiceError
+
+    return (ConfigError, DataValidationError, StepFailed, ServiceError, FileNotFoundError, LookupError)
+
+
+def main(verb: str | None = None) -> None:
+    """The ``lensops`` command; with ``verb``, that verb alone (the ``ray_jobs/`` files)."""
+    command = typer.main.get_command(app)
+    if verb is not None:
+        command = command.commands[verb]  # type: ignore[attr-defined]
     try:
-        return load_config(config, overrides)
-    except ConfigError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+        command.main(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name if verb else "lensops")
+    except _user_errors() as exc:
+        if _state["verbose"]:
+            raise
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 if __name__ == "__main__":
-    app()
+    main()

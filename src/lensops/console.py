@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lensops import storage
-from lensops.validation import ValidationReport
+from lensops.data import storage
+from lensops.data.validation import ValidationReport
 
 console = Console()
 

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 
 import requests
 
-from lensops import registry, tracking
-from lensops.catalog import build_catalog
 from lensops.config import LensopsConfig
 from lensops.console import console, print_validation
-from lensops.promotion import Decision, evaluate_and_promote
-from lensops.sweep import run_sweep
-from lensops.sweep_config import SweepConfig
-from lensops.train import TrainOutcome, fit
+from lensops.data.catalog import build_catalog
+from lensops.tracking import registry, runs
+from lensops.tracking.promotion import Decision, evaluate_and_promote
+from lensops.training.fit import TrainOutcome, fit
+from lensops.tuning.space import SweepConfig
+from lensops.tuning.sweep import run_sweep
 
 T = TypeVar("T")
 STEP_TAG = "lensops.step"
@@ -57,10 +57,10 @@ class _Steps:
         try:
             result = action()
         except Exception as exc:
-            tracking.set_tags(self.uri, self.run_id, {f"{STEP_TAG}.{name}": "failed", "lensops.failed_step": name})
+            runs.set_tags(self.uri, self.run_id, {f"{STEP_TAG}.{name}": "failed", "lensops.failed_step": name})
             raise StepFailed(f"step '{name}' failed: {type(exc).__name__}: {exc}") from exc
-        tracking.set_tags(self.uri, self.run_id, {f"{STEP_TAG}.{name}": "ok"})
-        tracking.log_metrics(self.uri, self.run_id, {f"step_{name}_s": time.monotonic() - started})
+        runs.set_tags(self.uri, self.run_id, {f"{STEP_TAG}.{name}": "ok"})
+        runs.log_metrics(self.uri, self.run_id, {f"step_{name}_s": time.monotonic() - started})
         return result
 
 
@@ -70,19 +70,19 @@ def run_pipeline(
     service_url: str | None = None,
 ) -> PipelineOutcome:
     """Validate, train (or run ``sweep`` over ``cfg``), evaluate, promote, notify."""
-    uri = tracking.resolve_uri(cfg.tracking)
+    uri = runs.resolve_uri(cfg.tracking)
     name = cfg.tracking.registered_model
     names = ["validate", "tune" if sweep else "train", "evaluate", *(["notify"] if service_url else [])]
-    run_id = tracking.create_run(uri, cfg.tracking.experiment, "pipeline", {"lensops.pipeline": ",".join(names)})
-    tracking.log_params(uri, run_id, {**cfg.flat(), "pipeline.sweep": sweep.name if sweep else "none"})
+    run_id = runs.create_run(uri, cfg.tracking.experiment, "pipeline", {"lensops.pipeline": ",".join(names)})
+    runs.log_params(uri, run_id, {**cfg.flat(), "pipeline.sweep": sweep.name if sweep else "none"})
     print(f"[lensops] MLflow pipeline run {run_id} ({uri})", flush=True)
     steps = _Steps(uri, run_id, names)
     try:
-        with tracking.closing(uri, run_id):
+        with runs.closing(uri, run_id):
             catalog = steps.run("validate", lambda: build_catalog(cfg.data))
             print_validation(catalog.report)
-            tracking.log_dict(uri, run_id, catalog.report.model_dump(mode="json"), "data/validation.json")
-            tracking.set_tags(uri, run_id, {"lensops.dataset_version": catalog.version})
+            runs.log_dict(uri, run_id, catalog.report.model_dump(mode="json"), "data/validation.json")
+            runs.set_tags(uri, run_id, {"lensops.dataset_version": catalog.version})
             if sweep:
                 # one Tune experiment per dataset version: new data sweeps afresh, a re-run resumes
                 named = sweep.model_copy(update={"name": f"{sweep.name}-{catalog.version[:12]}"})
@@ -121,9 +121,9 @@ def _log_decision(uri: str, run_id: str, decision: Decision) -> None:
     scores = {f"challenger_{k}": v for k, v in decision.challenger.metrics.items()}
     if decision.champion:
         scores.update({f"champion_{k}": v for k, v in decision.champion.metrics.items()})
-    tracking.log_metrics(uri, run_id, {**scores, "promoted": float(decision.promoted)})
-    tracking.log_dict(uri, run_id, decision.model_dump(mode="json"), "evaluation/decision.json")
-    tracking.set_tags(
+    runs.log_metrics(uri, run_id, {**scores, "promoted": float(decision.promoted)})
+    runs.log_dict(uri, run_id, decision.model_dump(mode="json"), "evaluation/decision.json")
+    runs.set_tags(
         uri,
         run_id,
         {

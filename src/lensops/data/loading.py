@@ -1,0 +1,90 @@
+"""Ray Data pipelines from a catalog: stream, decode and resize images as uint8, per split.
+
+Each dataset yields batches with one uint8 array (N, 3, H, W) per task input (``image`` for
+one-image tasks) and ``target``, built by the task from the catalog rows. Ray Train hands each
+worker its own shard (``ray.train.get_dataset_shard``); normalisation happens on the worker's
+device, so float32 never crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+import ray
+import torch
+
+from lensops.config import AugmentConfig, DataConfig
+from lensops.data import storage
+from lensops.data.catalog import Catalog
+from lensops.data.reading import map_rows
+from lensops.data.splits import SPLITS
+from lensops.data.validation import DataValidationError
+from lensops.model.preprocess import PreprocessSpec, augmentation, to_uint8
+from lensops.model.tasks import Task
+
+
+def source_column(input_name: str) -> str:
+    """The catalog column holding the files of a task input (``path`` for a single image)."""
+    return "path" if input_name == "image" else input_name
+
+
+def image_dataset(
+    rows: pd.DataFrame, task: Task, spec: PreprocessSpec, cfg: DataConfig, fs: pafs.FileSystem
+) -> ray.data.Dataset:
+    """A lazy dataset of decoded, resized uint8 images with their targets."""
+    table = pd.DataFrame({name: rows[source_column(name)] for name in task.inputs})
+    table["target"] = list(task.targets(rows, cfg.target_column))
+    # Catalog rows are sorted by path, i.e. grouped by class: mix them so every block holds
+    # every class, and a per-epoch block-order shuffle plus the local buffer suffice.
+    mixed = table.sample(frac=1.0, random_state=cfg.split.seed)
+    return map_rows(mixed, _load_batch, {"fs": fs, "spec": spec, "inputs": task.inputs}, cfg)
+
+
+def _load_batch(
+    batch: pd.DataFrame, fs: pafs.FileSystem, spec: PreprocessSpec, inputs: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    loaded = {
+        name: np.stack([to_uint8(storage.read_bytes(fs, storage.fs_path(p)), spec) for p in batch[name]])
+        for name in inputs
+    }
+    return {**loaded, "target": np.stack(batch["target"].to_list())}
+
+
+def augmented(ds: ray.data.Dataset, task: Task, cfg: AugmentConfig) -> ray.data.Dataset:
+    """Training view of ``ds``: a new block order and new random augmentations every epoch.
+
+    The inputs of one example go through one draw of the random transforms together, so a
+    pair of images keeps its alignment."""
+    return ds.randomize_block_order().map_batches(
+        _augment_batch, fn_kwargs={"cfg": cfg, "inputs": task.inputs}, batch_format="numpy"
+    )
+
+
+def _augment_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    transform = augmentation(cfg)
+    out: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
+    for i in range(len(batch["target"])):
+        images = _as_tuple(transform(*(torch.from_numpy(batch[name][i]) for name in inputs)))
+        for name, image in zip(inputs, images, strict=True):
+            out[name].append(image.numpy())
+    return {**{name: np.stack(images) for name, images in out.items()}, "target": batch["target"]}
+
+
+def _as_tuple(result: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def split_datasets(
+    catalog: Catalog, task: Task, spec: PreprocessSpec, cfg: DataConfig, splits: tuple[str, ...] = SPLITS
+) -> dict[str, ray.data.Dataset]:
+    """Un-augmented datasets per split; decoded once and cached when ``cfg.cache_decoded``."""
+    fs, _ = storage.resolve(catalog.source)
+    datasets = {}
+    for name in splits:
+        rows = catalog.split(name)
+        if rows.empty:
+            raise DataValidationError(f"the {name} split of {catalog.source} is empty: add images")
+        ds = image_dataset(rows, task, spec, cfg, fs)
+        datasets[name] = ds.materialize() if cfg.cache_decoded else ds
+    return datasets

@@ -1,0 +1,80 @@
+"""The one forward path: uint8 images -> normalised tensors on the model's device -> network
+-> the task's outputs -> answers.
+
+Evaluation during training, offline evaluation, batch scoring and the service all run
+through :class:`Forward`, so they cannot drift apart. Normalisation happens here, on the
+model's device, so the stages before it only ever move uint8 pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lensops.model.artifact import ModelSpec
+from lensops.model.preprocess import normalizer
+
+Batch = Mapping[str, "torch.Tensor | np.ndarray"]
+"""uint8 images per task input name, each (N, C, H, W); other keys (targets) are ignored."""
+
+
+class Forward:
+    def __init__(self, network: nn.Module, spec: ModelSpec, amp: bool = False):
+        self.network = network
+        self.task = spec.task
+        self.device = next(network.parameters()).device
+        self.normalize = normalizer(spec.preprocess)
+        self.amp = amp and self.device.type == "cuda"
+
+    def inputs(self, batch: Batch) -> list[torch.Tensor]:
+        """The task's inputs of ``batch``, normalised on the network's device."""
+        tensors = []
+        for name in self.task.inputs:
+            images = self.normalize(torch.as_tensor(batch[name]).to(self.device, non_blocking=True))
+            if self.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            tensors.append(images)
+        return tensors
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """The network's raw output, in the network's current mode (training or eval)."""
+        with torch.autocast(self.device.type, enabled=self.amp):
+            return self.network(*self.inputs(batch))
+
+    @torch.inference_mode()
+    def outputs(self, batch: Batch) -> np.ndarray:
+        """The task's activated outputs (probabilities, values, ...) on the CPU."""
+        return self.task.activate(self.logits(batch).float()).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which registered model answered: the ``model`` block of every answer."""
+
+    name: str
+    version: str
+    run_id: str
+    dataset_version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Predictor:
+    """A loaded model version that turns a batch of uint8 images into answers."""
+
+    def __init__(self, network: nn.Module, spec: ModelSpec, info: ModelInfo):
+        self.spec = spec
+        self.info = info
+        if next(network.parameters()).device.type == "cuda":
+            network = network.to(memory_format=torch.channels_last)
+        self.forward = Forward(network.eval(), spec)
+
+    def predict(self, batch: Batch) -> list[dict[str, Any]]:
+        """One answer per example of ``batch``, in order."""
+        return self.spec.task.answers(self.forward.outputs(batch), self.spec.classes)

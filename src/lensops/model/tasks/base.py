@@ -1,0 +1,129 @@
+"""The task protocol: everything that differs between kinds of model lives behind it.
+
+A task owns the image inputs of one example, the network's output layer, the training
+targets and loss, the statistics summed over an epoch, how raw outputs decode into answers,
+its offline metrics and report, and the metric that decides a promotion. Data loading,
+training, evaluation, inference, sweeps and serving are written once against this class.
+
+Like every module under ``lensops.model``, this one imports neither Ray nor MLflow.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from lensops.model import backbones
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from lensops.config import LensopsConfig, ModelConfig, TrainConfig
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(logits, targets) -> the loss summed over the batch."""
+
+
+@dataclass
+class Report:
+    """What a task says about a model on a test split, beyond its metrics."""
+
+    text: str
+    figures: dict[str, Figure] = field(default_factory=dict)
+    """Artifact path -> figure, e.g. ``plots/confusion_matrix.png``."""
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Artifact path -> JSON document, e.g. ``evaluation/per_class.json``."""
+
+
+class Task(ABC):
+    """One kind of model. Subclasses set the class attributes and the abstract methods."""
+
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+    """Names of the images that make one example, in the order the network takes them."""
+    epoch_metrics: ClassVar[tuple[str, ...]]
+    """Metrics reported per epoch as ``train_<m>`` and ``val_<m>`` beside the loss."""
+    promotion_metric: ClassVar[str]
+    """Test metric that decides champion against challenger unless the config names another."""
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
+
+    # ---- configuration and data ------------------------------------------------------------
+
+    def check_config(self, cfg: LensopsConfig) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` naming the setting when ``cfg`` cannot train this task."""
+
+    @abstractmethod
+    def targets(self, rows: pd.DataFrame, target_column: str | None) -> np.ndarray:
+        """The training target of each catalog row."""
+
+    # ---- network ------------------------------------------------------------------------
+
+    @abstractmethod
+    def head(self, in_features: int, classes: Sequence[str]) -> nn.Module:
+        """The output layer put on the backbone's features."""
+
+    def build_network(self, cfg: ModelConfig, classes: Sequence[str], load_weights: bool = True) -> nn.Module:
+        """Backbone plus :meth:`head`; a task with another shape of network overrides this."""
+        return backbones.build_model(cfg, lambda features: self.head(features, classes), load_weights)
+
+    # ---- training -----------------------------------------------------------------------
+
+    @abstractmethod
+    def loss_fn(self, cfg: TrainConfig) -> LossFn:
+        """The training loss, summed over a batch."""
+
+    @abstractmethod
+    def batch_sums(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Additive statistics of one batch (summed over ranks and batches), named as in
+        :meth:`sum_names`."""
+
+    def sum_names(self) -> tuple[str, ...]:
+        """The keys of :meth:`batch_sums`; by default one sum per epoch metric."""
+        return self.epoch_metrics
+
+    def epoch_summary(self, sums: Mapping[str, float], count: float) -> dict[str, float]:
+        """Turn an epoch's summed statistics into its :attr:`epoch_metrics`; means by default."""
+        return {name: sums[name] / count for name in self.epoch_metrics}
+
+    # ---- outputs ------------------------------------------------------------------------
+
+    @abstractmethod
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Raw network output -> what answers and metrics are computed from."""
+
+    @abstractmethod
+    def answers(self, outputs: np.ndarray, classes: Sequence[str]) -> list[dict[str, Any]]:
+        """One answer per example: at least ``prediction`` and ``confidence`` (None when
+        the task has no confidence)."""
+
+    @abstractmethod
+    def agrees(self, first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+        """Whether two answers for the same input say the same thing (shadow traffic)."""
+
+    def metric_label(self, answer: Mapping[str, Any]) -> str:
+        """The ``label`` of an answer in the service's prediction counter."""
+        return str(answer["prediction"])
+
+    # ---- evaluation ---------------------------------------------------------------------
+
+    @abstractmethod
+    def metrics(self, targets: np.ndarray, outputs: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+        """Test metrics of activated ``outputs`` against ``targets``."""
+
+    @abstractmethod
+    def report(self, targets: np.ndarray, outputs: np.ndarray, classes: Sequence[str]) -> Report:
+        """A readable report with plots and tables for the tracking run."""
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in self.lower_is_better
+
+    def reported_metrics(self) -> set[str]:
+        """What training reports every epoch, for early stopping and sweeps to follow."""
+        return {f"{split}_{m}" for split in ("train", "val") for m in ("loss", *self.epoch_metrics)}

@@ -1,0 +1,132 @@
+"""What the service accepts: request parsing and image guards. Every bad input becomes an
+:class:`~lensops.serving.errors.ApiError` with a 4xx code, and the service keeps serving.
+
+Image acceptance reuses :func:`lensops.data.images.check_image`, the rule that decides which
+training files are skipped, so the service never accepts what training would reject.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+import numpy as np
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.types import Message, Receive
+
+from lensops.config import ServeConfig
+from lensops.data.images import Issue, check_image
+from lensops.model.preprocess import PreprocessSpec, to_uint8
+from lensops.serving.errors import ApiError
+
+ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF"})
+
+
+class InputLimits(BaseModel):
+    max_bytes: int
+    min_side: int
+    max_side: int
+    max_pixels: int
+    max_items: int
+
+    @classmethod
+    def from_config(cls, cfg: ServeConfig) -> InputLimits:
+        return cls(
+            max_bytes=cfg.max_request_bytes,
+            min_side=cfg.min_side,
+            max_side=cfg.max_side,
+            max_pixels=cfg.max_pixels,
+            max_items=cfg.max_batch_items,
+        )
+
+
+async def read_images(request: Request, limits: InputLimits, many: bool) -> list[bytes]:
+    """The image bytes of a predict request: multipart ``file`` (``files`` when ``many``) or
+    JSON ``{"image": base64}`` (``{"images": [...]}``)."""
+    form_field, json_field = ("files", "images") if many else ("file", "image")
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/json")):
+        raise ApiError(
+            "unsupported_media_type",
+            f"content type '{content_type or 'none'}': send multipart/form-data or application/json",
+        )
+    body = await _body(request, limits.max_bytes * (limits.max_items if many else 1))
+    if content_type.startswith("multipart/form-data"):
+        form = await Request(request.scope, _replay(body)).form()
+        images = [await item.read() for item in form.getlist(form_field) if hasattr(item, "read")]
+    else:
+        images = _json_images(body, json_field, many)
+    if not images:
+        raise ApiError("missing_field", f"no image in field '{form_field}' or JSON key '{json_field}'")
+    most = limits.max_items if many else 1
+    if len(images) > most:
+        raise ApiError("too_many_images", f"{len(images)} images; send at most {most}")
+    return images
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` bytes, whether or not the client
+    declared its length: nothing larger is ever held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError("request_too_large", f"request has {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError("request_too_large", f"request has more than {limit} bytes; the limit is {limit}")
+    return bytes(body)
+
+
+def _replay(body: bytes) -> Receive:
+    """An ASGI ``receive`` that hands over an already read body once."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _json_images(body: bytes, field: str, many: bool) -> list[bytes]:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise ApiError("invalid_json", "request body is not valid JSON") from None
+    value = document.get(field) if isinstance(document, dict) else None
+    if value is None:
+        return []
+    if many != isinstance(value, list):
+        kind = "a list of base64 strings" if many else "a base64 string"
+        raise ApiError("missing_field", f"'{field}' must be {kind}")
+    return [decode_base64(v) for v in (value if many else [value])]
+
+
+def decode_base64(text: object) -> bytes:
+    if not isinstance(text, str) or not text:
+        raise ApiError("missing_field", "expected a non-empty base64 string")
+    try:
+        return base64.b64decode(text.split(",", 1)[-1], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError("invalid_base64", f"image is not valid base64: {exc}") from None
+
+
+def prepare(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> np.ndarray:
+    """Check one uploaded image and turn it into the model's uint8 (3, H, W) input."""
+    if len(data) > limits.max_bytes:
+        raise ApiError("request_too_large", f"image has {len(data)} bytes; the limit is {limits.max_bytes}")
+    check = check_image(data, limits.min_side, limits.max_pixels)
+    if check.issue is not None:
+        raise ApiError(check.issue.value, check.detail)
+    if max(check.width, check.height) > limits.max_side:
+        raise ApiError(Issue.TOO_LARGE.value, f"{check.width}x{check.height} exceeds {limits.max_side} px on a side")
+    if check.format not in ALLOWED_FORMATS:
+        allowed = ", ".join(sorted(ALLOWED_FORMATS))
+        raise ApiError("unsupported_format", f"{check.format} images are not accepted; use {allowed}")
+    return to_uint8(data, spec)

@@ -1,0 +1,81 @@
+"""The tiers behind the ingress: CPU preprocessing, and batched model replicas.
+
+* ``Preprocessor`` checks and decodes one upload with the model's own preprocessing spec and
+  passes uint8 on (never float32).
+* ``Model`` holds registered versions with ``@serve.multiplexed`` (the version number is the
+  model id) and answers with ``@serve.batch``; a batch never mixes versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from lensops.model.forward import Predictor
+from lensops.model.preprocess import PreprocessSpec
+from lensops.serving.errors import ApiError
+from lensops.serving.inputs import InputLimits, prepare
+from lensops.serving.metrics import ModelMetrics
+from lensops.tracking.registry import load_predictor
+
+MODELS_PER_REPLICA = 3
+"""Versions one model replica keeps loaded: champion, challenger and the one being swapped in."""
+
+
+def _device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Preprocessor:
+    """CPU tier: validate and decode one image into the model's uint8 input."""
+
+    def __init__(self, limits: dict[str, int]):
+        self.limits = InputLimits.model_validate(limits)
+
+    def __call__(self, data: bytes, spec: PreprocessSpec) -> np.ndarray | ApiError:
+        try:
+            return prepare(data, spec, self.limits)
+        except ApiError as exc:  # returned, not raised: a rejected image is an answer, not a failure
+            return exc
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Model:
+    """Model tier: registered versions loaded on demand, requests answered in batches."""
+
+    def __init__(self, tracking_uri: str, model_name: str, device: str, max_batch_size: int, batch_wait_s: float):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.device = _device(device)
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_s)
+        self.metrics = ModelMetrics()
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def predictor(self, version: str) -> Predictor:
+        loaded = await asyncio.to_thread(load_predictor, self.tracking_uri, self.model_name, version, self.device)
+        self.metrics.loaded(loaded.info.version)
+        return loaded
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict(self, examples: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+        """One answer per example (its uint8 images by task input name), with the model block."""
+        predictor = await self.predictor(serve.get_multiplexed_model_id())
+        batch = {name: np.stack([example[name] for example in examples]) for name in examples[0]}
+        started = time.perf_counter()
+        answers = await asyncio.to_thread(predictor.predict, batch)
+        self.metrics.batch(predictor.info.version, len(examples), time.perf_counter() - started)
+        return [{**a, "model": predictor.info.as_dict()} for a in answers]
+
+    async def describe(self) -> dict[str, Any]:
+        predictor = await self.predictor(serve.get_multiplexed_model_id())
+        return {"model": predictor.info.as_dict(), "spec": predictor.spec.model_dump(mode="json")}

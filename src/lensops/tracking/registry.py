@@ -1,0 +1,106 @@
+"""The one module that talks to the MLflow Model Registry: versions, aliases, loading.
+
+A version's source is the run's ``model/`` artifact folder (safetensors + spec.json). New
+versions get the alias ``challenger``; the alias ``champion`` marks what is served.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from torch import nn
+
+from lensops.model import artifact
+from lensops.model.artifact import ModelSpec
+from lensops.model.forward import ModelInfo, Predictor
+from lensops.tracking import runs
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version as lensops uses it (MLflow's own type numbers versions as int)."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+
+    @classmethod
+    def of(cls, mlflow_version: ModelVersion) -> RegisteredVersion:
+        return cls(
+            name=mlflow_version.name,
+            version=str(mlflow_version.version),
+            run_id=mlflow_version.run_id,
+            source=mlflow_version.source,
+        )
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: ModelSpec
+    version: RegisteredVersion
+
+
+def register(uri: str, name: str, run_id: str, source: str, tags: dict[str, str]) -> RegisteredVersion:
+    """Create a new version of ``name`` from ``source`` and point ``challenger`` at it."""
+    mlflow_client = runs.client(uri)
+    try:
+        mlflow_client.create_registered_model(name, description="lensops image model")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = RegisteredVersion.of(mlflow_client.create_model_version(name, source=source, run_id=run_id, tags=tags))
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return version
+
+
+def find(uri: str, name: str, ref: str) -> RegisteredVersion | None:
+    """A version by number (``"3"``) or alias (``"champion"``); None when there is none."""
+    mlflow_client = runs.client(uri)
+    try:
+        if ref.isdigit():
+            return RegisteredVersion.of(mlflow_client.get_model_version(name, ref))
+        return RegisteredVersion.of(mlflow_client.get_model_version_by_alias(name, ref))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def set_alias(uri: str, name: str, alias: str, version: str) -> None:
+    runs.client(uri).set_registered_model_alias(name, alias, version)
+
+
+def load_spec(uri: str, version: RegisteredVersion) -> ModelSpec:
+    """Only the spec of a version (no weights download)."""
+    with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:
+        return artifact.load_spec(runs.download(uri, f"{version.source}/{artifact.SPEC}", Path(tmp)).parent)
+
+
+def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
+    version = find(uri, name, ref)
+    if version is None:
+        raise LookupError(f"registered model '{name}' has no version or alias '{ref}'")
+    with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:  # weights are read into memory
+        model, spec = artifact.load(runs.download(uri, version.source, Path(tmp)), device)
+    return LoadedModel(model=model, spec=spec, version=version)
+
+
+def load_predictor(uri: str, name: str, ref: str, device: str = "cpu") -> Predictor:
+    """A registered version (number or alias) ready to answer, as the service and batch jobs use it."""
+    loaded = load(uri, name, ref, device)
+    info = ModelInfo(
+        name=name,
+        version=loaded.version.version,
+        run_id=loaded.version.run_id,
+        dataset_version=loaded.spec.dataset_version,
+    )
+    return Predictor(loaded.model, loaded.spec, info)

@@ -1,0 +1,176 @@
+"""The training stage on the driver: data -> Ray Train fit -> test evaluation -> registry.
+
+``fit`` builds the catalog and Ray datasets, opens the MLflow run, runs ``TorchTrainer``
+(:mod:`lensops.training.loop` on every worker), evaluates the best checkpoint on the test
+split, logs the task's report and plots, and registers the model version with alias
+``challenger``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchTrainer
+
+from lensops.config import LensopsConfig
+from lensops.data.catalog import Catalog, build_catalog
+from lensops.data.loading import augmented, split_datasets
+from lensops.model import artifact
+from lensops.model.artifact import ModelSpec
+from lensops.model.backbones import pretrained_normalization
+from lensops.model.preprocess import PreprocessSpec
+from lensops.monitoring.profile import channel_stats
+from lensops.tracking import registry, runs
+from lensops.training.evaluation import Evaluation, evaluate
+from lensops.training.loop import train_loop_per_worker
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    model_name: str
+    version: str
+    dataset_version: str
+    test_metrics: dict[str, float]
+    evaluation: Evaluation
+
+
+@dataclass
+class Prepared:
+    """What every fit of one config needs: the data, its splits and the model spec."""
+
+    uri: str
+    catalog: Catalog
+    spec: ModelSpec
+    datasets: dict[str, ray.data.Dataset]
+
+
+def fit(cfg: LensopsConfig, catalog: Catalog | None = None, parent_run_id: str | None = None) -> TrainOutcome:
+    """Train, evaluate and register; ``catalog`` skips re-validating data checked just before."""
+    prepared = prepare(cfg, catalog)
+    prepared.catalog.write(Path(cfg.data.work_dir) / "datasets")
+    run_id = open_run(cfg, prepared, parent_run_id)
+    with runs.closing(prepared.uri, run_id):
+        result = run_trainer(cfg, prepared, run_id)
+        best = result.get_best_checkpoint(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode)
+        return conclude(cfg, prepared, run_id, best or result.checkpoint)
+
+
+def prepare(cfg: LensopsConfig, catalog: Catalog | None = None) -> Prepared:
+    catalog = catalog or build_catalog(cfg.data)
+    spec = _spec(cfg, catalog, runs.git_commit())
+    datasets = split_datasets(catalog, spec.task, spec.preprocess, cfg.data)
+    return Prepared(runs.resolve_uri(cfg.tracking), catalog, spec, datasets)
+
+
+def open_run(cfg: LensopsConfig, prepared: Prepared, parent_run_id: str | None = None, name: str | None = None) -> str:
+    run_id = runs.start_run(
+        prepared.uri, cfg, prepared.catalog.report, prepared.spec.git_commit, name=name, parent_run_id=parent_run_id
+    )
+    print(f"[lensops] MLflow run {run_id} ({prepared.uri})", flush=True)
+    return run_id
+
+
+def run_trainer(
+    cfg: LensopsConfig,
+    prepared: Prepared,
+    run_id: str,
+    callbacks: Sequence[UserCallback] = (),
+    name: str | None = None,
+) -> Result:
+    """One data-parallel ``TorchTrainer`` fit; epochs are logged into ``run_id`` as they end.
+
+    A fit with the ``name`` of an interrupted one resumes from its latest checkpoint."""
+    logger = runs.EpochLogger(prepared.uri, run_id, cfg.train.epochs)
+    train = augmented(prepared.datasets["train"], prepared.spec.task, cfg.preprocess.augment)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": prepared.spec.model_dump(mode="json")},
+        scaling_config=_scaling(cfg),
+        run_config=_run_config(cfg, name or f"lensops-{run_id}", [logger, *callbacks]),
+        datasets={"train": train, "val": prepared.datasets["val"]},
+    )
+    with _quiet_data_progress():  # per-epoch lines from the controller are the progress report here
+        return trainer.fit()
+
+
+def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Checkpoint) -> TrainOutcome:
+    """Evaluate a checkpoint on the test split, log the report and model, register it."""
+    with checkpoint.as_directory() as directory:
+        model, _ = artifact.load(directory)
+    evaluation = evaluate(model, prepared.spec, prepared.datasets["test"])
+    test_metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
+    runs.log_metrics(prepared.uri, run_id, test_metrics)
+    runs.log_report(prepared.uri, run_id, evaluation.report())
+    baseline = channel_stats(prepared.datasets["train"])
+    final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": baseline})
+    with tempfile.TemporaryDirectory() as tmp:
+        source = runs.log_directory(prepared.uri, run_id, artifact.save(tmp, model, final), "model")
+    tags = {"dataset_version": final.dataset_version, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
+    version = registry.register(prepared.uri, cfg.tracking.registered_model, run_id, source, tags)
+    return TrainOutcome(
+        run_id=run_id,
+        model_name=cfg.tracking.registered_model,
+        version=version.version,
+        dataset_version=final.dataset_version,
+        test_metrics=test_metrics,
+        evaluation=evaluation,
+    )
+
+
+def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
+    mean, std = pretrained_normalization(cfg.model)
+    return ModelSpec(
+        model=cfg.model,
+        classes=catalog.classes,
+        target_column=cfg.data.target_column,
+        preprocess=PreprocessSpec.resolve(cfg.preprocess, mean, std),
+        dataset_version=catalog.version,
+        data_source=catalog.source,
+        config=cfg.model_dump(mode="json"),
+        git_commit=commit,
+    )
+
+
+@contextmanager
+def _quiet_data_progress() -> Iterator[None]:
+    context = ray.data.DataContext.get_current()
+    shown = context.enable_progress_bars
+    context.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = shown
+
+
+def _scaling(cfg: LensopsConfig) -> ScalingConfig:
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.use_gpu:
+        resources["GPU"] = 1
+    return ScalingConfig(
+        num_workers=cfg.train.num_workers,
+        use_gpu=cfg.train.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=cfg.train.placement_strategy,
+    )
+
+
+def _run_config(cfg: LensopsConfig, name: str, callbacks: list[UserCallback]) -> RunConfig:
+    storage = cfg.train.storage_path or str(Path(cfg.data.work_dir).resolve() / "ray_results")
+    return RunConfig(
+        name=name,
+        storage_path=storage,
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        callbacks=callbacks,
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=1,
+            checkpoint_score_attribute=cfg.train.early_stopping_metric,
+            checkpoint_score_order=cfg.train.early_stopping_mode,
+        ),
+    )
