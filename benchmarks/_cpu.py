@@ -78,3 +78,23 @@ def cpu_by_role(before: Snapshot, after: Snapshot, role: Callable[[str, int], st
         spent[role(cmdline, pid)] += max(seconds - start, 0.0)
     spent["machine busy"] = after.busy_s - before.busy_s
     return dict(spent)
+
+
+def replica_processes(deployment: str) -> list[int]:
+    """Process ids of the running replicas of a Serve deployment (by Ray's process title)."""
+    found = []
+    for pid, (cmdline, _) in snapshot().per_pid.items():
+        replica = REPLICA.search(cmdline)
+        if replica and replica.group(1) == deployment and cmdline.startswith("ray::"):
+            found.append(pid)
+    return sorted(found)
+
+
+def resident_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (nan once it is gone)."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return float("nan")
+    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1]) / 1024

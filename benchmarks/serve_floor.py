@@ -22,7 +22,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from lensops.serving.app import INGRESS_MAX_ONGOING, MODEL_BATCHES_ONGOING, PREPROCESSOR_MAX_ONGOING
+from lensops.config import ServeConfig
+from lensops.serving.app import INGRESS_HEADROOM, MODEL_BATCHES_ONGOING, PREPROCESSOR_MAX_ONGOING
 
 from _common import Column, console, encoded_images, parser, print_table, start_ray, write_json
 from _cpu import cpu_by_role, snapshot
@@ -45,7 +46,7 @@ class Model:
         return [{"prediction": "clean", "confidence": 1.0, "model": {"version": "1"}} for _ in images]
 
 
-@serve.deployment(max_ongoing_requests=INGRESS_MAX_ONGOING)
+@serve.deployment(max_ongoing_requests=ServeConfig().ingress_max_inflight + INGRESS_HEADROOM)
 @serve.ingress(floor_api)
 class Ingress:
     def __init__(self, preprocessor: DeploymentHandle, model: DeploymentHandle):

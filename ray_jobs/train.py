@@ -1,6 +1,6 @@
 """Fine-tune and register a model, as `lensops train` does (same options; see --help).
 
-    ray job submit --working-dir . -- python ray_jobs/train.py --config configs/synthetic.yaml
+ray job submit --working-dir . -- python ray_jobs/train.py --config configs/synthetic.yaml
 """
 
 from lensops.cli import main

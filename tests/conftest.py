@@ -9,14 +9,19 @@ through :func:`lensops.storage.s3_filesystem`.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import ray
+import shell
 
 from lensops.config import DataConfig, LensopsConfig, load_config
 from lensops.data import samples
@@ -25,11 +30,52 @@ from lensops.runtime import serve_env
 from lensops.training.fit import TrainOutcome, fit
 from lensops.waiting import wait_until
 
+BEFORE = pytest.StashKey[tuple[set[int], set[str]]]()
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SYNTHETIC_COUNT = 60
 SYNTHETIC_SIZE = 48
 BAD_COUNT = 30
+
+
+SUITE_PROCESSES = ("haproxy", "raylet", "gcs_server")
+SUITE_FOLDERS = (
+    *("/tmp/lensops-hap-*", "/tmp/haproxy-serve/*"),  # HAProxy's state: lensops' temp dirs, Ray's default
+    *("/tmp/lt-*", "/tmp/ray/session_2*"),  # the suite's Ray temp dirs, Ray's default
+)
+
+
+def _process_line(pid: int, entry: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{entry}").read_text().replace("\0", " ").strip()
+    except OSError:  # ended meanwhile
+        return ""
+
+
+def _suite_state() -> tuple[set[int], set[str]]:
+    """Ray's and HAProxy's processes alive now, and the folders clusters leave behind."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    processes = {pid for pid in pids if _process_line(pid, "comm") in SUITE_PROCESSES}
+    return processes, {path for pattern in SUITE_FOLDERS for path in glob.glob(pattern)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[BEFORE] = _suite_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing the suite started outlives it: no Ray or HAProxy process, no temp folder."""
+    shutil.rmtree(shell.TMPDIR, ignore_errors=True)
+    processes, folders = session.config.stash[BEFORE]
+    with contextlib.suppress(TimeoutError):  # ending takes Ray a moment; what is left after is reported
+        wait_until(lambda: not (_suite_state()[0] - processes), 30, "the suite's processes to end", interval_s=1)
+    now_processes, now_folders = _suite_state()
+    left_processes, left_folders = now_processes - processes, now_folders - folders
+    if left_processes or left_folders:
+        alive = [f"{pid} {_process_line(pid, 'cmdline')[:160]}" for pid in sorted(left_processes)]
+        report = "\n  ".join(["the test session left behind:", *alive, *sorted(left_folders)])
+        session.config.get_terminal_writer().line(report, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,6 +94,15 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session")
+def aws_env(s3_server: str) -> dict[str, str]:
+    """The AWS variables that point at ``s3_server``, for subprocesses that need the bucket."""
+    return {name: os.environ[name] for name in AWS_VARIABLES}
+
+
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 
 
 @pytest.fixture(scope="session")
@@ -81,22 +136,37 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_server: str) -> Iterator[None]:
+def ray_temp() -> Iterator[Path]:
+    """The folder of the session Ray's files and HAProxy's state, removed after it."""
+    temp = Path(tempfile.mkdtemp(prefix="lt-ray-"))  # short: Ray puts sockets under it
+    yield temp
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server: str, ray_temp: Path) -> Iterator[None]:
     """A real local Ray; started after ``s3_server`` so its workers inherit the AWS settings."""
     if ray.is_initialized():
         ray.shutdown()
-    _start_ray()
+    _start_ray(ray_temp)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
 
 
-def _start_ray(attempts: int = 3) -> None:
+@pytest.fixture(scope="session")
+def serve_logs(ray_cluster: None, ray_temp: Path) -> Path:
+    """Where Serve's controller and replicas on the session's Ray write their logs."""
+    return ray_temp / "ray" / "session_latest" / "logs" / "serve"
+
+
+def _start_ray(temp: Path, attempts: int = 3) -> None:
     # 8 logical CPUs on a 2-core machine on purpose: Ray Data and Serve replicas get slots beside
     # Train workers. Ray waits a fixed 30 s for its raylet; on a saturated shared machine that can
     # run out, so a failed start is retried rather than failing the whole session. Serve runs on
-    # the same throughput path (HAProxy, direct ingress) as a Ray that lensops starts itself.
-    os.environ.update(serve_env(os.environ))
+    # the same throughput path (HAProxy, direct ingress, 127.0.0.1) as a Ray that lensops starts.
+    (temp / "h").mkdir()  # short: HAProxy's socket paths end at 97 characters
+    os.environ.update(serve_env(os.environ, state_dir=temp / "h"))
     # Tasks defined in the test suite (toy_task.py) are importable on every worker, as a user's
     # own task module is when installed on the cluster or shipped in the job's working dir.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
@@ -107,6 +177,7 @@ def _start_ray(attempts: int = 3) -> None:
                 num_cpus=8,
                 include_dashboard=False,
                 log_to_driver=False,
+                _temp_dir=str(temp / "ray"),
                 object_store_memory=512 * 1024**2,
             )
             return

@@ -13,7 +13,6 @@ Prints one JSON object with what happened; the test asserts on it.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -97,7 +96,7 @@ def serve_and_remove_a_node(
             *overrides,
             "serve.min_replicas=2",
             "serve.max_replicas=2",
-            "serve.ingress_replicas=2",
+            "serve.ingress_min_replicas=2",
             "serve.max_replicas_per_node=1",
             "serve.watch_interval_s=0",
         ],
@@ -138,8 +137,6 @@ def replica_nodes(dashboard: str) -> dict[str, list[str]]:
 
 def main(work: Path, data: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    # raylets (and so the job's `python`) inherit this: the virtualenv's interpreter first
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     overrides = [
         f"data.source={data}",
         f"data.work_dir={work}",

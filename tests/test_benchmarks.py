@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shell import user_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_smoke(name: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
     out = tmp_path / f"{name}.json"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, never the suite's
     command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", "--json", str(out)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=REPO, env=user_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout, json.loads(out.read_text())
 

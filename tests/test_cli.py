@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from shell import user_env
 
 from lensops.data import samples
 
@@ -25,12 +25,10 @@ PLANTED_REASONS = {
 
 
 def lensops(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
-    env.pop("RAY_ADDRESS", None)
     return subprocess.run(
         [sys.executable, "-m", "lensops.cli", *args],
         cwd=cwd,
-        env=env,
+        env=user_env(COLUMNS="80", NO_COLOR="1"),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -89,7 +89,7 @@ def test_the_service_and_offline_inference_answer_with_the_task_decoding(
     offline = registry.load_predictor(toy_cfg.tracking.tracking_uri, NAME, toy_champion)
     batch = {"image": np.stack([to_uint8(d, offline.spec.preprocess) for d in images])}
     for answer, want in zip(served, offline.predict(batch), strict=True):
-        assert set(answer) == {"prediction", "confidence", "dust_score", "model"}
+        assert set(answer) == {"prediction", "confidence", "dust_score", "model", "request_id"}
         assert answer["model"]["name"] == NAME and answer["model"]["version"] == toy_champion
         assert answer["prediction"] == want["prediction"]
         assert answer["dust_score"] == pytest.approx(want["dust_score"], abs=1e-4)

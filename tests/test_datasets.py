@@ -17,8 +17,9 @@ import pytest
 import ray
 
 from lensops.config import AugmentConfig, DataConfig
-from lensops.data.catalog import SPLITS, Catalog, build_catalog
+from lensops.data.catalog import Catalog, build_catalog
 from lensops.data.loading import augmented, split_datasets
+from lensops.data.splits import SPLITS
 from lensops.data.validation import DataValidationError
 from lensops.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, to_uint8
 from lensops.model.tasks import get_task

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import click
 import jsonschema
 import pytest
 import yaml
 from packaging.requirements import Requirement
 
 from lensops.config import load_config
-from lensops.runtime import SERVE_THROUGHPUT
+from lensops.runtime import SERVE_DATA_PATH
 from lensops.serving import metrics as serving_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +163,23 @@ def image_env() -> dict[str, str]:
 
 
 def test_image_runs_serve_on_the_throughput_path_a_local_ray_gets() -> None:
-    assert image_env().items() >= SERVE_THROUGHPUT.items()
+    assert image_env().items() >= SERVE_DATA_PATH.items()
+
+
+def test_image_turns_ray_token_authentication_on_without_a_token_in_it() -> None:
+    env = image_env()
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(env)
+    assert "auth_token" not in (DOCKER / "Dockerfile").read_text()
+
+
+def test_the_image_serves_on_every_interface_and_the_repository_file_on_loopback() -> None:
+    assert serve_config()["http_options"]["host"] == "127.0.0.1"
+    (run,) = [run for run in instructions("RUN") if "serve_config.yaml" in run]
+    (expression,) = re.findall(r"sed -i '([^']+)' serve_config.yaml", run)
+    config = (REPO / "serve_config.yaml").read_text()
+    in_image = subprocess.run(["sed", expression], input=config, text=True, capture_output=True, check=True).stdout
+    assert yaml.safe_load(in_image)["http_options"]["host"] == "0.0.0.0"
 
 
 def test_docker_build_context_keeps_local_state_out() -> None:
@@ -593,6 +610,14 @@ def test_kuberay_pods_run_the_cluster_yaml_image_with_the_lensops_environment() 
                 assert SERVICE_ENV | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
 
 
+def cli_command(verb: str) -> click.Command:
+    import typer
+
+    from lensops.cli import app
+
+    return typer.main.get_command(app).commands[verb]  # type: ignore[attr-defined]
+
+
 def entrypoint(doc: dict[str, Any]) -> tuple[Path, dict[str, list[str]]]:
     """(script, {flag: values}) of a RayJob entrypoint ``python <script> --flag value ...``."""
     python, script, *rest = shlex.split(doc["spec"]["entrypoint"])
@@ -610,9 +635,10 @@ def test_rayjob_entrypoints_run_a_shipped_job_with_valid_arguments(name: str) ->
     script, flags = entrypoint(doc)
     assert script.parent == REPO / "ray_jobs" and script.is_file(), script
     assert script.parent.name in copy_sources() and image_workdir() == "/home/ray/lensops"
-    source = script.read_text()
+    assert f'main("{script.stem}")' in script.read_text(), f"{script.name} does not run `lensops {script.stem}`"
+    accepted = {option for param in cli_command(script.stem).params for option in param.opts}
     for flag in flags:
-        assert f'"{flag}"' in source, f"{script.name} takes no {flag}"
+        assert flag in accepted, f"`lensops {script.stem}` takes no {flag}"
     (config,) = flags["--config"]
     overrides = flags.get("--set", []) + [f"data.source={v}" for v in flags.get("--data", [])]
     cfg = load_config(REPO / config, overrides)

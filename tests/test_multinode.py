@@ -7,11 +7,17 @@ is already connected to a single-node Ray.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from shell import user_env
+
+from lensops.runtime import serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -19,16 +25,22 @@ SCENARIO = Path(__file__).with_name("multinode_scenario.py")
 
 
 @pytest.fixture(scope="module")
-def scenario(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def scenario(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     work = tmp_path_factory.mktemp("multinode")
+    haproxy = Path(tempfile.mkdtemp(prefix="lt-mn-"))  # short: HAProxy's admin socket lives there
     done = subprocess.run(
-        [sys.executable, str(SCENARIO), str(work), str(training_dir)], capture_output=True, text=True, timeout=1500
+        [sys.executable, str(SCENARIO), str(work), str(training_dir)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=serve_env(user_env(), state_dir=haproxy),  # Serve on the throughput path, as a lensops-started Ray
     )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert done.returncode == 0 and line, done.stdout[-3000:] + done.stderr[-5000:]
     result = json.loads(line.removeprefix("RESULT "))
     print(json.dumps(result, indent=2))  # the measured recovery window, in the test log
-    return result
+    yield result
+    shutil.rmtree(haproxy, ignore_errors=True)
 
 
 def test_submitted_training_job_spreads_its_workers_over_the_worker_nodes(scenario: dict) -> None:

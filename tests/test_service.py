@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,15 +21,17 @@ import requests
 import yaml
 from factories import encode, png_header_only
 from PIL import Image
+from processes import listening, processes_named
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
+from shell import VENV_BIN, user_env
 from traffic import RequestLoop
 
 from lensops.config import LensopsConfig
 from lensops.model import artifact
 from lensops.model.preprocess import to_uint8
 from lensops.runtime import free_port
-from lensops.serving.app import build, run_local
+from lensops.serving.app import CPUS, build, run_local
 from lensops.tracking import registry, runs
 from lensops.tracking.registry import load_predictor
 from lensops.training.fit import TrainOutcome
@@ -34,7 +39,8 @@ from lensops.waiting import http_ok, wait_until
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 NAME = "test-serve"
 CHALLENGER_NAME = "test-challenger"
 TOKEN = "test-reload-token"
@@ -80,7 +86,8 @@ def test_predict_multipart_answers_with_label_confidence_and_model(
             response = requests.post(f"{base_url}/predict", files={"file": ("x.png", data, "image/png")}, timeout=60)
             assert response.status_code == 200, response.text
             answer = response.json()
-            assert set(answer) == {"prediction", "confidence", "probabilities", "model"}
+            assert set(answer) == {"prediction", "confidence", "probabilities", "model", "request_id"}
+            assert answer["request_id"] and answer["request_id"] == response.headers["X-Request-ID"]
             assert set(answer["probabilities"]) == {"clean", "dusty"}
             assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
             assert answer["confidence"] == max(answer["probabilities"].values())
@@ -95,7 +102,29 @@ def test_json_base64_gives_the_same_answer_as_multipart(base_url: str, training_
     data = _examples(training_dir, "dusty", 1)[0]
     multipart = requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60).json()
     as_json = requests.post(f"{base_url}/predict", json={"image": base64.b64encode(data).decode()}, timeout=60).json()
+    assert multipart.pop("request_id") != as_json.pop("request_id")
     assert as_json == multipart
+
+
+def test_a_request_id_the_client_sends_is_kept_in_the_answer_and_its_header(base_url: str, training_dir: Path) -> None:
+    data = _examples(training_dir, "clean", 1)[0]
+    headers = {"X-Request-ID": "client-chosen-id-42"}
+    response = requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, headers=headers, timeout=60)
+    assert response.json()["request_id"] == "client-chosen-id-42"
+    assert response.headers["X-Request-ID"] == "client-chosen-id-42"
+
+
+def test_every_tier_logs_a_request_under_its_id(base_url: str, training_dir: Path, serve_logs: Path) -> None:
+    request_id = f"log-probe-{time.time_ns()}"
+    data = _examples(training_dir, "dusty", 1)[0]
+    headers = {"X-Request-ID": request_id}
+    assert requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, headers=headers, timeout=60).ok
+
+    def tiers_that_logged_it() -> set[str]:
+        logged = {path for path in serve_logs.glob("replica_lensops_*.log") if request_id in path.read_text("utf-8")}
+        return {path.name.split("_")[2] for path in logged}
+
+    wait_until(lambda: tiers_that_logged_it() == {"Ingress", "Preprocessor", "Model"}, 30, "the id in every tier's log")
 
 
 def test_batch_keeps_order_and_isolates_a_bad_item(base_url: str, training_dir: Path) -> None:
@@ -112,7 +141,7 @@ def test_batch_keeps_order_and_isolates_a_bad_item(base_url: str, training_dir: 
     for got, want in zip([results[0], results[2]], singles, strict=True):
         # batched and single forward passes may differ in the last float bits
         assert {k: v for k, v in got.items() if k not in ("confidence", "probabilities")} == {
-            k: v for k, v in want.items() if k not in ("confidence", "probabilities")
+            k: v for k, v in want.items() if k not in ("confidence", "probabilities", "request_id")
         }
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-4)
 
@@ -256,24 +285,35 @@ def test_reload_answers_404_json_when_the_alias_is_gone(base_url: str, first_ver
     assert _reload(base_url).status_code == 200
 
 
+def test_the_local_service_listens_on_loopback_only(base_url: str) -> None:
+    state = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent  # the suite's Ray (serve_env)
+    haproxies = processes_named("haproxy", with_argument=str(state))  # an old one may still be draining
+    addresses = set().union(*(listening(pid) for pid in haproxies))
+    port = int(base_url.rsplit(":", 1)[1])
+    assert ("127.0.0.1", port) in addresses
+    assert len({p for _, p in addresses}) == 3  # the service, HAProxy's stats and its Prometheus page
+    assert {host for host, _ in addresses} == {"127.0.0.1"}
+
+
 def test_serve_config_is_valid_for_serve_deploy() -> None:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
     assert app.import_path == "serve_app:build_app"
     assert {d.name for d in app.deployments} == {"Ingress", "Preprocessor", "Model"}
+    for deployment in config["applications"][0]["deployments"]:  # as the code's defaults, two or more
+        assert deployment["ray_actor_options"]["num_cpus"] == CPUS[deployment["name"]]
+        assert deployment["autoscaling_config"]["min_replicas"] >= 2
     import serve_app
 
     assert isinstance(serve_app.build_app(app.args), serve.Application)
 
 
-def test_upload_page_shows_label_confidence_and_bars_in_a_real_browser(
-    base_url: str, training_dir: Path, first_version: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Selenium."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -286,24 +326,57 @@ def test_upload_page_shows_label_confidence_and_bars_in_a_real_browser(
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--window-size=1280,2000",
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
-        driver.get(f"{base_url}/")
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "meta").text.startswith(f"model {NAME} v"))
-        image = sorted((training_dir / "dusty").glob("*.png"))[0]
-        driver.find_element(By.ID, "file").send_keys(str(image))
-        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "label").text)
-        assert driver.find_element(By.ID, "label").text == "dusty"
-        assert driver.find_element(By.ID, "confidence").text.startswith("confidence ")
-        bars = driver.find_elements(By.CSS_SELECTOR, "#bars .row")
-        assert [b.find_element(By.CLASS_NAME, "name").text for b in bars] == ["clean", "dusty"]
-        assert driver.find_element(By.ID, "error").text == ""
-        driver.save_screenshot(str(tmp_path / "upload-page.png"))
-    finally:
-        driver.quit()
+    yield driver
+    driver.quit()
+
+
+def test_upload_page_shows_label_confidence_and_bars_in_a_real_browser(
+    base_url: str, training_dir: Path, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{base_url}/")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "meta").text.startswith(f"model {NAME} v"))
+    image = sorted((training_dir / "dusty").glob("*.png"))[0]
+    browser.find_element(By.ID, "file").send_keys(str(image))
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "label").text)
+    assert browser.find_element(By.ID, "label").text == "dusty"
+    assert browser.find_element(By.ID, "confidence").text.startswith("confidence ")
+    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
+    assert [b.find_element(By.CLASS_NAME, "name").text for b in bars] == ["clean", "dusty"]
+    assert browser.find_element(By.ID, "error").text == ""
+    browser.save_screenshot(str(tmp_path / "upload-page.png"))
+
+
+def test_the_docs_page_uploads_an_image_and_shows_the_answer_in_a_real_browser(
+    base_url: str, training_dir: Path, browser: Any, tmp_path: Path
+) -> None:
+    """Swagger UI, served by the service itself (no CDN): Try it out -> choose a file -> Execute."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(f"{base_url}/docs")
+    wait = WebDriverWait(browser, 60)
+    operation = wait.until(lambda d: d.find_element(By.ID, "operations-default-predict_predict_post"))
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait.until(lambda d: operation.find_element(By.CSS_SELECTOR, ".try-out__btn")).click()
+    content_type = wait.until(lambda d: operation.find_element(By.CSS_SELECTOR, ".opblock-section-request-body select"))
+    Select(content_type).select_by_visible_text("multipart/form-data")
+    image = sorted((training_dir / "clean").glob("*.png"))[0]
+    wait.until(lambda d: operation.find_element(By.CSS_SELECTOR, "input[type=file]")).send_keys(str(image))
+    operation.find_element(By.CSS_SELECTOR, ".execute").click()
+    answer = ".live-responses-table tbody .response"
+    status = wait.until(lambda d: operation.find_element(By.CSS_SELECTOR, f"{answer} .response-col_status"))
+    body = operation.find_element(By.CSS_SELECTOR, f"{answer} .response-col_description pre").text
+    browser.save_screenshot(str(tmp_path / "docs-page.png"))
+    assert status.text.strip() == "200", body
+    assert json.loads(body)["model"]["name"] == NAME
 
 
 def test_answers_match_offline_inference_of_the_same_model(
@@ -354,6 +427,7 @@ def test_cli_predict_prints_one_answer_per_image(base_url: str, training_dir: Pa
         capture_output=True,
         text=True,
         timeout=120,
+        env=user_env(),
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
@@ -376,11 +450,12 @@ def two_versions(classification_run: TrainOutcome, mlflow_uri: str) -> tuple[str
     return champion, challenger
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def deploy_challenger(
     base_url: str, classification_cfg: LensopsConfig, two_versions: tuple[str, str]
 ) -> Iterator[Callable[..., str]]:
-    """(Re)deploy the app ``challenger`` at ``/challenger`` in a challenger mode; gives its URL once healthy."""
+    """(Re)deploy the app ``challenger`` at ``/challenger`` in a challenger mode; gives its URL once
+    healthy. Deleted after each test: the session's Ray has room for two applications at once."""
 
     def deploy(mode: str, canary_percent: float = 10) -> str:
         cfg = classification_cfg.model_copy(deep=True)
@@ -469,3 +544,101 @@ def test_a_missing_challenger_or_the_champion_itself_gets_no_traffic(
     assert requests.get(f"{url}/model", timeout=30).json()["challenger"] is None
     assert set(_answered_by(_predict_all(url, data))) == {(champion, "champion")}
     assert requests.get(f"{url}/health", timeout=30).json() == {"status": "ok", "version": champion}
+
+
+# ---- the typed contract, fuzzed; access and load shedding ------------------------------------
+
+
+def test_the_service_holds_to_its_openapi_schema_under_fuzzing(base_url: str, tmp_path: Path) -> None:
+    """Every schemathesis check, a fixed seed, derandomised, a bounded number of examples."""
+    command = [
+        *(str(VENV_BIN / "st"), "--config-file", str(TESTS / "schemathesis.toml"), "--no-color"),
+        *("run", f"{base_url}/openapi.json", "--checks", "all", "--workers", "1"),
+        *("--seed", "7", "--generation-deterministic", "--max-examples", "12"),
+        *("-H", f"Authorization: Bearer {TOKEN}"),  # the reload route's token, as the schema declares
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    # Its one warning is expected: most generated uploads are no image, and get their 415 or 422.
+    cases = re.search(r"Test cases:\s+(\d+) generated, (\d+) passed", done.stdout)
+    assert cases and cases[1] == cases[2] and int(cases[1]) >= 60, done.stdout[-6000:]
+
+
+KEYS = [f"key-{i}" for i in range(16)]
+ORIGIN = "https://inspection.example"
+
+
+@pytest.fixture(scope="module")
+def guarded_url(base_url: str, classification_cfg: LensopsConfig, first_version: str) -> Iterator[str]:
+    """The same model behind API keys, a rate limit, CORS for one origin and room for one request."""
+    cfg = classification_cfg.model_copy(deep=True)
+    cfg.tracking.registered_model = NAME
+    cfg.serve.watch_interval_s = 0
+    cfg.serve.max_replicas = 1
+    cfg.serve.cors_origins = [ORIGIN]
+    cfg.serve.rate_limit_per_s = 0.5
+    cfg.serve.rate_limit_burst = 3
+    cfg.serve.ingress_max_inflight = 1
+    serve.run(build(cfg, {"LENSOPS_API_KEYS": ",".join(KEYS)}), name="guarded", route_prefix="/guarded")
+    url = f"{base_url}/guarded"
+    wait_until(lambda: http_ok(f"{url}/health"), 120, "a healthy guarded app")
+    yield url
+    serve.delete("guarded")
+
+
+def _post(url: str, data: bytes, **headers: str) -> requests.Response:
+    return requests.post(f"{url}/predict", files={"file": ("x.png", data)}, headers=headers, timeout=60)
+
+
+def test_with_api_keys_set_a_prediction_needs_one_of_them(guarded_url: str, training_dir: Path) -> None:
+    data = _examples(training_dir, "clean", 1)[0]
+    for headers in ({}, {"X-API-Key": "not-a-key"}, {"Authorization": "Bearer not-a-key"}):
+        refused = _post(guarded_url, data, **headers)
+        assert refused.status_code == 401 and refused.json()["error"] == "unauthorized", refused.text
+    assert _post(guarded_url, data, **{"X-API-Key": KEYS[0]}).status_code == 200
+    assert _post(guarded_url, data, Authorization=f"Bearer {KEYS[1]}").status_code == 200
+    assert requests.get(f"{guarded_url}/health", timeout=30).status_code == 200  # health needs no key
+
+
+def test_cors_headers_follow_the_configured_origins(guarded_url: str, base_url: str) -> None:
+    preflight = requests.options(
+        f"{guarded_url}/predict",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+        timeout=30,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+    allowed = requests.get(f"{guarded_url}/health", headers={"Origin": ORIGIN}, timeout=30)
+    assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    other = requests.get(f"{guarded_url}/health", headers={"Origin": "https://elsewhere.example"}, timeout=30)
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert "Access-Control-Allow-Origin" not in requests.get(f"{base_url}/health", timeout=30).headers
+
+
+def test_past_its_rate_a_client_gets_429_with_retry_after_and_other_clients_do_not(
+    guarded_url: str, training_dir: Path
+) -> None:
+    data = _examples(training_dir, "dusty", 1)[0]
+    answers = [_post(guarded_url, data, **{"X-API-Key": KEYS[2]}) for _ in range(5)]
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]  # the burst
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, [a.status_code for a in answers]
+    assert all(a.json()["error"] == "rate_limited" and int(a.headers["Retry-After"]) >= 1 for a in limited)
+    assert _post(guarded_url, data, **{"X-API-Key": KEYS[3]}).status_code == 200
+
+
+def test_past_its_queue_bound_the_service_answers_503_with_retry_after_at_once(
+    guarded_url: str, training_dir: Path
+) -> None:
+    data = _examples(training_dir, "clean", 1)[0]
+
+    def timed(key: str) -> tuple[requests.Response, float]:
+        started = time.perf_counter()
+        return _post(guarded_url, data, **{"X-API-Key": key}), time.perf_counter() - started
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(timed, KEYS[4:16]))
+    shed = [(r, s) for r, s in results if r.status_code == 503]
+    assert shed and all(r.status_code in (200, 503) for r, _ in results), [r.status_code for r, _ in results]
+    assert all(r.json()["error"] == "overloaded" and r.headers["Retry-After"] == "1" for r, _ in shed)
+    assert max(s for _, s in shed) < 0.1

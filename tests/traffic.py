@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import requests
@@ -12,15 +14,22 @@ import requests
 @dataclass
 class RequestLoop:
     """``clients`` threads each POST ``image`` to ``{url}/predict`` back to back until stopped;
-    records which version answered each request, and every failure."""
+    records which version answered each request, and every failure. Each request carries its
+    own id, ``<id_prefix>-<n>``, as ``X-Request-ID``."""
 
     url: str
     image: bytes
     clients: int = 4
     answers: list[tuple[float, str]] = field(default_factory=list)
     """(monotonic time, version) per successful request."""
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+    """(monotonic time it ended, seconds it took) per request, failed ones included."""
     failed_at: list[tuple[float, str]] = field(default_factory=list)
     """(monotonic time, what went wrong) per failed request."""
+    request_ids: set[str] = field(default_factory=set)
+    """The request id of every successful answer."""
+    id_prefix: str = field(default_factory=lambda: f"loop-{uuid.uuid4().hex[:8]}")
+    _numbers: itertools.count = field(default_factory=itertools.count)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -42,15 +51,30 @@ class RequestLoop:
     def versions(self) -> list[str]:
         return [version for _, version in self.answers]
 
+    def between(self, start: float, end: float) -> tuple[int, list[tuple[float, str]], float]:
+        """(requests, failures, p99 seconds) of the requests that ended in [start, end)."""
+        took = sorted(s for at, s in self.latencies if start <= at < end)
+        failures = [(at, text) for at, text in self.failed_at if start <= at < end]
+        p99 = took[min(len(took) - 1, int(0.99 * len(took)))] if took else float("nan")
+        return len(took), failures, p99
+
     def _client(self) -> None:
         with requests.Session() as session:
             while not self._stop.is_set():
+                started = time.monotonic()
+                headers = {"X-Request-ID": f"{self.id_prefix}-{next(self._numbers)}"}
                 try:
-                    response = session.post(f"{self.url}/predict", files={"file": ("x.png", self.image)}, timeout=60)
+                    response = session.post(
+                        f"{self.url}/predict", files={"file": ("x.png", self.image)}, headers=headers, timeout=60
+                    )
                 except requests.RequestException as exc:
                     self.failed_at.append((time.monotonic(), f"{type(exc).__name__}: {exc}"))
                     continue
+                finally:
+                    self.latencies.append((time.monotonic(), time.monotonic() - started))
                 if response.status_code == 200:
-                    self.answers.append((time.monotonic(), response.json()["model"]["version"]))
+                    answer = response.json()
+                    self.answers.append((time.monotonic(), answer["model"]["version"]))
+                    self.request_ids.add(answer["request_id"])
                 else:
                     self.failed_at.append((time.monotonic(), f"{response.status_code} {response.text[:200]}"))

@@ -7,6 +7,8 @@ The files in ray_jobs/ run the same verbs under `ray job submit`.
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -224,6 +226,29 @@ def serve(
     typer.echo(f"serving {cfg.tracking.registered_model}@{cfg.serve.version or cfg.serve.alias} at {url}")
 
 
+@app.command("serve-env")
+def serve_env(
+    host: Annotated[str, typer.Option(help="Address Serve listens on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+) -> None:
+    """Print the exports for a Ray head you start yourself: Serve behind HAProxy, on HOST only.
+
+    Run `eval "$(lensops serve-env)"` before `ray start --head`: the Serve fast path
+    (HAProxy in front, direct ingress), its listeners on 127.0.0.1, and an HAProxy that ends
+    with the cluster. Set the same host in the http_options of the Serve config you deploy."""
+    from lensops.runtime import serve_env as environment
+
+    for name, value in environment({}, host=host).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+@app.command()
+def openapi() -> None:
+    """Print the service's OpenAPI schema (docs/openapi.json is this output)."""
+    from lensops.serving.api import api
+
+    typer.echo(json.dumps(api.openapi(), indent=2))
+
+
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to send.", exists=True, dir_okay=False)],
@@ -259,9 +284,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: one line, no traceback (unless --verbose)."""
     from lensops.data.validation import DataValidationError
     from lensops.pipeline import StepFailed
+    from lensops.runtime import ClusterError
     from lensops.serving.client import ServiceError
 
-    return (ConfigError, DataValidationError, StepFailed, ServiceError, FileNotFoundError, LookupError)
+    return (ConfigError, DataValidationError, StepFailed, ClusterError, ServiceError, FileNotFoundError, LookupError)
 
 
 def main(verb: str | None = None) -> None:

@@ -167,9 +167,31 @@ class ServeConfig(Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
-    ingress_replicas: int = Field(1, ge=1)
+    ingress_min_replicas: int = Field(1, ge=1)
+    ingress_max_replicas: int = Field(2, ge=1)
+    """The HTTP ingress autoscales between these (on ``ingress_max_inflight``'s load)."""
     max_replicas_per_node: int | None = Field(None, ge=1)
     """Caps each deployment's replicas per node: 1 spreads them, so losing a node loses one."""
+    ingress_max_inflight: int = Field(256, ge=1)
+    """Requests one ingress replica answers at once; past it, an immediate 503 with Retry-After."""
+    max_queued_requests: int = Field(64, ge=1)
+    """Requests queued for the Preprocessor or Model tier beyond what its replicas hold; past it,
+    the request is answered 503 ``overloaded`` with Retry-After at once."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Deadline of one request inside the service, retries included (504 ``timeout`` past it)."""
+    retry_attempts: int = Field(3, ge=1)
+    """Tries of a call to the Preprocessor or Model tier whose replica died or is unavailable."""
+    watch_max_backoff_s: float = Field(60.0, gt=0)
+    """While the registry is unreachable, the alias watch waits twice as long after each failure, up to this."""
+    cors_origins: list[str] = []
+    """Origins a browser may call the service from (``*``: any); none by default."""
+    api_keys_env: str = "LENSOPS_API_KEYS"
+    """Environment variable with the API keys of the prediction routes, comma-separated; unset: no keys."""
+    api_keys_file: str | None = None
+    """A file with more API keys, one a line (a mounted secret)."""
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    """Requests per second per client (API key, else address) on the prediction routes; None: no limit."""
+    rate_limit_burst: int = Field(20, ge=1)
     max_request_bytes: int = Field(10 * 1024 * 1024, ge=1)
     min_side: int = Field(32, ge=1)
     max_side: int = Field(8192, ge=1)
@@ -178,6 +200,13 @@ class ServeConfig(Section):
     """Most images accepted by one ``/predict_batch`` request."""
     reload_token_env: str = "LENSOPS_RELOAD_TOKEN"
     """Environment variable holding the bearer token for ``POST /reload-model``."""
+
+    @model_validator(mode="after")
+    def _replica_ranges(self) -> ServeConfig:
+        for low, high in (("min_replicas", "max_replicas"), ("ingress_min_replicas", "ingress_max_replicas")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low}={getattr(self, low)} is above {high}={getattr(self, high)}")
+        return self
 
     @field_validator("challenger_mode", mode="before")
     @classmethod

@@ -365,7 +365,7 @@ def test_an_api_error_pickles_with_its_code_and_detail() -> None:
 
     assert type(copy) is ApiError
     assert (copy.code, copy.detail, copy.status) == ("too_small", "8x8 is smaller than 32 px on a side", 422)
-    assert copy.args == ("too_small", "8x8 is smaller than 32 px on a side")
+    assert copy.args == ("too_small", "8x8 is smaller than 32 px on a side", None)
 
 
 def test_an_api_error_body_is_error_and_detail() -> None:

@@ -536,6 +536,21 @@ def test_watch_with_interval_zero_returns_after_the_first_successful_refresh() -
     assert events.activated == [("1", None)]
 
 
+@pytest.mark.parametrize("published", [True, False])
+def test_the_first_refresh_is_signalled_whatever_came_of_it(published: bool) -> None:
+    registry = FakeRegistry(aliases={"champion": "1"} if published else {})
+    router, _ = make_router(registry, watch_interval_s=60)
+
+    async def main() -> None:
+        watching = asyncio.get_running_loop().create_task(router.watch())
+        await asyncio.wait_for(router.first_refresh_done.wait(), timeout=5)
+        watching.cancel()
+
+    asyncio.run(main())
+
+    assert router.health().status == ("ok" if published else "unavailable")
+
+
 def test_watch_with_interval_zero_retries_until_a_version_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(following, "IDLE_POLL_S", 0.0)
     registry = FakeRegistry()
@@ -554,3 +569,19 @@ def test_watch_with_interval_zero_retries_until_a_version_loads(monkeypatch: pyt
     assert events.failures[:2] == ["no_such_version", "no_such_version"]
     assert events.activated == [("1", None)]
     assert router.health() == Health("ok", "1")
+
+
+@pytest.mark.parametrize(("failures", "pause"), [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)])
+def test_the_watch_waits_twice_as_long_after_each_failure_up_to_its_cap(failures: int, pause: float) -> None:
+    router, _ = make_router(FakeRegistry(aliases={"champion": "1"}), watch_interval_s=1, watch_max_backoff_s=8)
+
+    assert router.pause(failures) == pause
+
+
+def test_the_answering_version_is_required_before_any_has_loaded() -> None:
+    router, _ = make_router(FakeRegistry(aliases={"champion": "1"}))
+
+    with pytest.raises(ApiError, match="model_unavailable"):
+        router.require_champion()
+    refresh(router)
+    assert router.require_champion().version == "1"

@@ -127,5 +127,3 @@ def test_a_zero_fraction_split_gets_no_files() -> None:
     splits = assign_splits(fake_sha256s("file", 300), SplitConfig(train=0.8, val=0.2, test=0.0))
 
     assert set(splits) == {"train", "val"}
-
-

@@ -96,7 +96,6 @@ def test_asha_horizon_covers_swept_epochs(tmp_path: Path, param: dict, most: int
     assert sweep.most_epochs(base.train.epochs) == most
 
 
-
 def test_optuna_search_suggests_values_inside_the_space(tmp_path: Path) -> None:
     path = _write(
         tmp_path,

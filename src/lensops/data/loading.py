@@ -34,7 +34,7 @@ def image_dataset(
 ) -> ray.data.Dataset:
     """A lazy dataset of decoded, resized uint8 images with their targets."""
     table = pd.DataFrame({name: rows[source_column(name)] for name in task.inputs})
-    table["target"] = list(task.targets(rows, cfg.target_column))
+    table["target"] = task.targets(rows, cfg.target_column)
     # Catalog rows are sorted by path, i.e. grouped by class: mix them so every block holds
     # every class, and a per-epoch block-order shuffle plus the local buffer suffice.
     mixed = table.sample(frac=1.0, random_state=cfg.split.seed)
@@ -48,7 +48,7 @@ def _load_batch(
         name: np.stack([to_uint8(storage.read_bytes(fs, storage.fs_path(p)), spec) for p in batch[name]])
         for name in inputs
     }
-    return {**loaded, "target": np.stack(batch["target"].to_list())}
+    return {**loaded, "target": batch["target"].to_numpy()}
 
 
 def augmented(ds: ray.data.Dataset, task: Task, cfg: AugmentConfig) -> ray.data.Dataset:

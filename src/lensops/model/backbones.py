@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import timm
 import torch
-import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
 from lensops.config import ModelConfig
-from lensops.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The normalisation that torchvision's ImageNet weights (and most of timm's) expect."""
 TORCHVISION_BACKBONES = (
     "resnet18",
     "resnet50",
@@ -52,6 +52,9 @@ def build_model(cfg: ModelConfig, head: HeadFactory, load_weights: bool = True) 
 def pretrained_normalization(cfg: ModelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The (mean, std) the backbone's pretrained weights expect."""
     if is_timm(cfg.architecture):
+        import timm  # here, not at the top: importing timm and torchvision takes seconds, and
+        # configuration checks (every CLI command) import this module without building a network
+
         pretrained = timm.create_model(timm_name(cfg.architecture), pretrained=False).pretrained_cfg
         return tuple(pretrained["mean"]), tuple(pretrained["std"])
     return IMAGENET_MEAN, IMAGENET_STD
@@ -67,11 +70,15 @@ def timm_name(architecture: str) -> str:
 
 def _backbone(cfg: ModelConfig, pretrained: bool) -> nn.Module:
     if is_timm(cfg.architecture):
+        import timm
+
         return timm.create_model(timm_name(cfg.architecture), pretrained=pretrained)
     if cfg.architecture not in TORCHVISION_BACKBONES:
         raise ValueError(
             f"unknown architecture '{cfg.architecture}': use one of {', '.join(TORCHVISION_BACKBONES)} or timm:<name>"
         )
+    import torchvision
+
     return torchvision.models.get_model(cfg.architecture, weights="DEFAULT" if pretrained else None)
 
 

@@ -20,9 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from torchvision.transforms import v2
 
 from lensops.config import AugmentConfig, PreprocessConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from lensops.model.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
 class PreprocessSpec(BaseModel):

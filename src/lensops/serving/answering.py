@@ -1,33 +1,53 @@
 """How the ingress answers one image: preprocess on the CPU tier, predict on the model tier
-with the version the router chose, count it, and run the shadow prediction in the background."""
+with the version the router chose, count it, and run the shadow prediction in the background.
+
+A call to a tier whose replica died or became unavailable is tried again, on another replica,
+up to ``serve.retry_attempts`` times within the request's deadline: a prediction is idempotent,
+so a lost replica need not cost the client its answer. A rejected image (a 4xx) is an answer
+and is never retried. A tier whose queue is full answers at once: 503 ``overloaded``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import numpy as np
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from lensops.config import ServeConfig
 from lensops.model.artifact import ModelSpec
 from lensops.serving.errors import ApiError
 from lensops.serving.following import logger
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Route, Router
 
+T = TypeVar("T")
+REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+"""What a tier call raises when its replica died or is going away: worth a try elsewhere."""
+RETRY_PAUSE_S = 0.05
+BUSY_RETRY_AFTER_S = 1.0
+
 
 class Answerer:
     def __init__(
-        self, preprocessor: DeploymentHandle, model: DeploymentHandle, router: Router, metrics: IngressMetrics
+        self,
+        preprocessor: DeploymentHandle,
+        model: DeploymentHandle,
+        router: Router,
+        metrics: IngressMetrics,
+        cfg: ServeConfig,
     ):
         # By value over the replicas' own gRPC servers, not through Ray's object store: the
         # images are small and answers are never passed on as ObjectRefs. Explicit, because a
         # handle's default is fixed where it was built (the driver), not where it is used.
         self.preprocessor = preprocessor.options(_by_reference=False)
         self.model = model.options(_by_reference=False)
-        self.router, self.metrics = router, metrics
+        self.router, self.metrics, self.cfg = router, metrics, cfg
         self.background: set[asyncio.Task[None]] = set()
 
     def model_for(self, version: str) -> DeploymentHandle:
@@ -36,8 +56,12 @@ class Answerer:
     async def answer(self, data: bytes, route: Route) -> dict[str, Any]:
         """The answer to one image from the version ``route`` names; ``ApiError`` if rejected."""
         started, active = time.perf_counter(), route.answer
-        prepared = await self._prepare(data, active.spec)
-        answer = await self.model_for(active.version).predict.remote(prepared)
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                prepared = await self._prepare(data, active.spec)
+                answer = await self._reliably(lambda: self.model_for(active.version).predict.remote(prepared), "Model")
+        except TimeoutError:
+            raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
         answer["model"] = {**answer["model"], "alias": active.alias}
         label = active.spec.task.metric_label(answer)
         self.metrics.answered(active.version, label, answer.get("confidence"), time.perf_counter() - started)
@@ -46,10 +70,26 @@ class Answerer:
         return answer
 
     async def _prepare(self, data: bytes, spec: ModelSpec) -> dict[str, np.ndarray]:
-        prepared = await self.preprocessor.remote(data, spec.preprocess)
+        prepared = await self._reliably(lambda: self.preprocessor.remote(data, spec.preprocess), "Preprocessor")
         if isinstance(prepared, ApiError):
             raise prepared
         return {spec.task.inputs[0]: prepared}
+
+    async def _reliably(self, call: Callable[[], Awaitable[T]], tier: str) -> T:
+        """``call()``, tried again when its replica was lost; 503 at once when the tier is full."""
+        attempt = 1
+        while True:
+            try:
+                return await call()
+            except BackPressureError:
+                raise ApiError("overloaded", f"the {tier} tier's queue is full", BUSY_RETRY_AFTER_S) from None
+            except REPLICA_LOST as exc:
+                self.metrics.retried(tier)
+                logger.warning("%s replica lost (try %d of %d): %s", tier, attempt, self.cfg.retry_attempts, exc)
+                if attempt == self.cfg.retry_attempts:
+                    raise ApiError("replica_unavailable", f"no {tier} replica answered", BUSY_RETRY_AFTER_S) from exc
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+                attempt += 1
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -1,25 +1,28 @@
 """The HTTP layer: FastAPI routes on the ingress deployment, thin over the router and the tiers.
 
-Requests are parsed by :mod:`lensops.serving.inputs`, the version that answers is chosen by
-:class:`lensops.serving.router.Router`, images go to the ``Preprocessor`` and ``Model`` tiers,
-and every failure becomes the one error body of :mod:`lensops.serving.errors`.
+Requests are parsed by :mod:`lensops.serving.inputs`, let in by :mod:`lensops.serving.access`
+(API keys, rate limit, CORS), routed by :class:`lensops.serving.router.Router`, answered by the
+tiers through :class:`lensops.serving.answering.Answerer`, and every failure becomes the one
+error body of :mod:`lensops.serving.errors`. :mod:`lensops.serving.contract` declares it all
+in the OpenAPI schema.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures of the
 # class-based ingress at import time and needs real types (e.g. `request: Request`).
 import asyncio
-import hmac
-import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Request, Security
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from lensops.config import LensopsConfig
-from lensops.model.artifact import ModelSpec
+from lensops.serving import contract
+from lensops.serving.access import Access, check_reload_token, load_api_keys
 from lensops.serving.answering import Answerer
 from lensops.serving.errors import ApiError
 from lensops.serving.inputs import InputLimits, read_images
@@ -28,59 +31,118 @@ from lensops.serving.router import Router
 from lensops.serving.versions import RegistryVersions
 from lensops.tracking import runs
 
-api = FastAPI(
+# /docs (Swagger UI 5) served from the package's own copy of its scripts: no CDN, so it works offline.
+api = FastAPIOffline(
     title="lensops",
-    description="Image model inference: the registered champion behind Ray Serve.",
+    description="Image model inference: the registered champion behind Ray Serve. Every error is "
+    '`{"error": <code>, "detail": <text>}`; every answer carries the request id in `X-Request-ID`.',
     version="1",
+    redoc_url=None,
 )
 UPLOAD_PAGE = Path(__file__).with_name("upload.html")
 HEALTH_TIMEOUT_S = 30
+RELOAD_TOKEN = Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBearer(auto_error=False))]
+"""Declares the reload token in the schema; the route checks it (for its own 401 and 403 bodies)."""
+REQUEST_ID = "x-request-id"
+"""Set by Serve's HTTP front (HAProxy or its proxy) when the client sends none."""
 
 
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+@api.middleware("http")
+async def cors(request: Request, call_next: Any) -> Response:
+    """CORS for the origins in ``serve.cors_origins`` (none by default), preflights included."""
+    access: Access | None = getattr(request.app.state, "access", None)
+    headers = access.cors_headers(request.headers.get("origin")) if access else {}
+    if request.method == "OPTIONS" and headers:
+        return Response(status_code=204, headers=headers)
+    response = await call_next(request)
+    response.headers.update(headers)
+    return response
+
+
+# Helpers come before the ingress: `@serve.ingress` captures the module's names when it runs.
+
+
+class Admission:
+    """Counts a request as in progress on its ingress replica while the block runs; 503
+    ``overloaded`` at once when the replica already holds ``serve.ingress_max_inflight``."""
+
+    def __init__(self, ingress: "Ingress"):
+        self.ingress = ingress
+
+    def __enter__(self) -> None:
+        if self.ingress.inflight >= self.ingress.cfg.serve.ingress_max_inflight:
+            raise ApiError("overloaded", f"{self.ingress.inflight} requests in progress here", retry_after=1)
+        self.ingress.inflight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.ingress.inflight -= 1
 
 
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    """HTTP front: parse, route, call the tiers, answer."""
+    """HTTP front: let in, parse, route, call the tiers, answer."""
 
-    def __init__(self, preprocessor: DeploymentHandle, model: DeploymentHandle, config: dict[str, Any]):
+    async def __init__(self, preprocessor: DeploymentHandle, model: DeploymentHandle, config: dict[str, Any]):
         self.cfg = LensopsConfig.model_validate(config)
-        self.limits = InputLimits.from_config(self.cfg.serve)
+        serve_cfg, name = self.cfg.serve, self.cfg.tracking.registered_model
+        self.limits = InputLimits.from_config(serve_cfg)
         self.metrics = IngressMetrics()
-        name = self.cfg.tracking.registered_model
+        self.access = api.state.access = Access(serve_cfg, load_api_keys(serve_cfg))
         versions = RegistryVersions(runs.resolve_uri(self.cfg.tracking), name, model)
-        self.router = Router(self.cfg.serve, name, versions, self.metrics)
-        self.answerer = Answerer(preprocessor, model, self.router, self.metrics)
+        self.router = Router(serve_cfg, name, versions, self.metrics)
+        self.answerer = Answerer(preprocessor, model, self.router, self.metrics, serve_cfg)
+        self.inflight = 0
         self.watcher = asyncio.get_running_loop().create_task(self.router.watch())
+        # HAProxy sends a replica traffic once its constructor returns: by then it has loaded the
+        # champion, or knows why it cannot (and answers 503 with that reason until it can).
+        await self.router.first_refresh_done.wait()
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self) -> HTMLResponse:
         return HTMLResponse(UPLOAD_PAGE.read_text())
 
-    @api.post("/predict", summary="Predict one image (multipart field `file` or JSON {'image': base64})")
+    @api.post(
+        "/predict",
+        summary="Predict one image (multipart field `file` or JSON {'image': base64})",
+        **contract.route_docs(
+            contract.PredictAnswer, contract.PREDICT_ERRORS, contract.PREDICT_BODY, contract.REQUEST_ID
+        ),
+    )
     async def predict(self, request: Request) -> JSONResponse:
         try:
-            route = self.router.route()
-            (data,) = await read_images(request, self.limits, many=False)
-            return JSONResponse(await self.answerer.answer(data, route))
+            with self._admitted(request):
+                route = self.router.route()
+                (data,) = await read_images(request, self.limits, many=False)
+                answer = await self.answerer.answer(data, route)
         except ApiError as exc:
             return self._reject(exc)
+        return JSONResponse({**answer, "request_id": request.headers.get(REQUEST_ID, "")})
 
-    @api.post("/predict_batch", summary="Predict several images (multipart `files` or JSON {'images': [...]})")
+    @api.post(
+        "/predict_batch",
+        summary="Predict several images (multipart `files` or JSON {'images': [...]})",
+        **contract.route_docs(
+            contract.BatchAnswer, contract.PREDICT_ERRORS, contract.PREDICT_BATCH_BODY, contract.REQUEST_ID
+        ),
+    )
     async def predict_batch(self, request: Request) -> JSONResponse:
         try:
-            self.router.route()  # 503 before reading a body that no model could answer
-            images = await read_images(request, self.limits, many=True)
+            with self._admitted(request):
+                self.router.route()  # 503 before reading a body that no model could answer
+                images = await read_images(request, self.limits, many=True)
+                answers = (self.answerer.answer(data, self.router.route()) for data in images)
+                results = await asyncio.gather(*answers, return_exceptions=True)
         except ApiError as exc:
             return self._reject(exc)
-        answers = (self.answerer.answer(data, self.router.route()) for data in images)
-        results = await asyncio.gather(*answers, return_exceptions=True)
-        return JSONResponse({"results": [self._item(r) for r in results]})
+        items = [self._item(r) for r in results]
+        return JSONResponse({"results": items, "request_id": request.headers.get(REQUEST_ID, "")})
 
-    @api.get("/health")
+    @api.get("/health", **contract.health_docs())
     async def health(self) -> JSONResponse:
         health = self.router.health()
         if health.version is not None:
@@ -90,20 +152,21 @@ class Ingress:
                 return JSONResponse({"status": "unavailable", "reason": f"model replica: {exc}"}, status_code=503)
         return JSONResponse(health.as_dict(), status_code=503 if health.status == "unavailable" else 200)
 
-    @api.get("/classes")
+    @api.get("/classes", **contract.route_docs(contract.Classes, {503}))
     async def classes(self) -> JSONResponse:
         try:
-            spec = self.router.route().answer.spec
+            spec = self.router.require_champion().spec
         except ApiError as exc:
             return self._reject(exc)
         return JSONResponse({"task": spec.model.task, "classes": spec.classes})
 
-    @api.get("/model")
+    @api.get("/model", **contract.route_docs(contract.ModelDescription, {503}))
     async def model_info(self) -> JSONResponse:
-        champion = self.router.champion
-        if champion is None:
-            return self._reject(ApiError("model_unavailable", self.router.health().reason or ""))
-        spec: ModelSpec = champion.spec
+        try:
+            champion = self.router.require_champion()
+        except ApiError as exc:
+            return self._reject(exc)
+        spec = champion.spec
         identity = {"name": self.router.name, "version": champion.version, "alias": champion.alias}
         return JSONResponse(
             identity
@@ -111,20 +174,24 @@ class Ingress:
             | {"spec": spec.model_dump(mode="json"), "challenger": self.router.challenger_info()}
         )
 
-    @api.post("/reload-model", summary="Swap to the version the alias points to now (bearer token)")
-    async def reload_model(self, request: Request) -> JSONResponse:
-        expected = os.environ.get(self.cfg.serve.reload_token_env, "")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    @api.post(
+        "/reload-model",
+        summary="Swap to the version the alias points to now (bearer token)",
+        **contract.route_docs(contract.Reload, {401, 403, 404, 502, 503}),
+    )
+    async def reload_model(self, request: Request, _token: RELOAD_TOKEN = None) -> JSONResponse:
         old = self.router.champion.version if self.router.champion else None
         try:
-            if not expected:
-                raise ApiError("reload_disabled", f"set {self.cfg.serve.reload_token_env} to enable reloads")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise ApiError("unauthorized", "missing or wrong bearer token")
+            check_reload_token(request.headers, self.cfg.serve.reload_token_env)
             new = await self.router.refresh()
         except ApiError as exc:
             return _error(exc)
         return JSONResponse({"old_version": old, "new_version": new, "alias": self.cfg.serve.alias})
+
+    def _admitted(self, request: Request) -> Admission:
+        """Let a prediction in: its API key, its client's rate, and room on this replica."""
+        self.access.let_in(request.headers, request.client.host if request.client else None)
+        return Admission(self)
 
     def _item(self, result: dict[str, Any] | BaseException) -> dict[str, Any]:
         if isinstance(result, ApiError):

@@ -10,7 +10,6 @@ service's health: ``unavailable`` until a version has loaded, ``degraded`` while
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -77,6 +76,8 @@ class AliasFollower:
         self.challenger_problem: str | None = None
         """Why the challenger alias could not be followed last time; None when it could."""
         self._lock = asyncio.Lock()
+        self.first_refresh_done = asyncio.Event()
+        """Set once :meth:`watch` has tried a first time, whatever came of it."""
 
     @property
     def ref(self) -> str:
@@ -103,14 +104,26 @@ class AliasFollower:
             return champion.version
 
     async def watch(self) -> None:
-        """Refresh now, then every ``watch_interval_s`` (0: only until a version has loaded)."""
+        """Refresh now, then every ``watch_interval_s`` (0: only until a version has loaded).
+
+        After a failure the wait doubles, up to ``watch_max_backoff_s``: an unreachable registry
+        is asked less and less often, and the first success restores the interval."""
+        failures = 0
         while True:
-            with contextlib.suppress(ApiError):  # recorded by refresh; the loaded version keeps answering
+            try:
                 await self.refresh()
-            interval = self.cfg.watch_interval_s
-            if not interval and self.champion is not None:
+                failures = 0
+            except ApiError:  # recorded by refresh; the loaded version keeps answering
+                failures += 1
+            self.first_refresh_done.set()
+            if not self.cfg.watch_interval_s and self.champion is not None:
                 return
-            await asyncio.sleep(interval or IDLE_POLL_S)
+            await asyncio.sleep(self.pause(failures))
+
+    def pause(self, failures: int) -> float:
+        """Seconds until the next refresh after ``failures`` failed ones in a row."""
+        interval = self.cfg.watch_interval_s or IDLE_POLL_S
+        return min(interval * 2 ** max(failures - 1, 0), max(interval, self.cfg.watch_max_backoff_s))
 
     async def _follow_challenger(self, champion: Active) -> Active | None:
         """None when the mode is off, or the alias is missing, unloadable or on the champion's version."""
@@ -155,6 +168,12 @@ class AliasFollower:
             logger.warning("following '%s' of '%s' failed; %s", self.ref, self.name, reason)
         self.problem = reason
         self.events.refresh_failed(exc.code)
+
+    def require_champion(self) -> Active:
+        """The version that answers; ``model_unavailable`` before any has loaded."""
+        if self.champion is None:
+            raise ApiError("model_unavailable", self.health().reason or "no model loaded")
+        return self.champion
 
     def health(self) -> Health:
         if self.champion is None:

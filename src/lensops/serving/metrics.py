@@ -21,7 +21,9 @@ class IngressMetrics:
             tag_keys=("model_version", "label"),
         )
         self.rejections = Counter(
-            "lensops_rejected_inputs_total", description="Rejected inputs by reason.", tag_keys=("reason",)
+            "lensops_rejected_inputs_total",
+            description="Requests answered with an error, by code (bad inputs, and overloaded or rate_limited).",
+            tag_keys=("reason",),
         )
         self.latency = Histogram(
             "lensops_request_latency_ms",
@@ -49,6 +51,11 @@ class IngressMetrics:
             description="Shadow predictions that failed (never seen by clients).",
             tag_keys=("model_version",),
         )
+        self.retries = Counter(
+            "lensops_tier_retries_total",
+            description="Calls to a tier tried again because its replica died or was unavailable.",
+            tag_keys=("tier",),
+        )
         self.refresh_failures = Counter(
             "lensops_model_refresh_failures_total",
             description="Failed attempts to follow the model aliases, by reason; the loaded version keeps answering.",
@@ -67,6 +74,9 @@ class IngressMetrics:
     def active(self, version: str, challenger: str | None) -> None:
         self.version.set(float(version))
         self.challenger.set(float(challenger or 0))
+
+    def retried(self, tier: str) -> None:
+        self.retries.inc(tags={"tier": tier})
 
     def refresh_failed(self, code: str) -> None:
         self.refresh_failures.inc(tags={"reason": code})

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lensops.config import ServeConfig
-from lensops.serving.errors import ApiError
 from lensops.serving.following import Active, AliasFollower, Events, Versions
 
 
@@ -49,9 +48,7 @@ class Router(AliasFollower):
 
     def route(self) -> Route:
         """Who answers the next image; ``model_unavailable`` before any version has loaded."""
-        champion, challenger = self.champion, self.challenger
-        if champion is None:
-            raise ApiError("model_unavailable", self.health().reason or "no model loaded")
+        champion, challenger = self.require_champion(), self.challenger
         if challenger is None:
             return Route(champion)
         if self.cfg.challenger_mode == "shadow":

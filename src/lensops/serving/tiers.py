@@ -34,7 +34,7 @@ def _device(setting: str) -> str:
     return setting
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1})
+@serve.deployment
 class Preprocessor:
     """CPU tier: validate and decode one image into the model's uint8 input."""
 
@@ -48,7 +48,7 @@ class Preprocessor:
             return exc
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1})
+@serve.deployment
 class Model:
     """Model tier: registered versions loaded on demand, requests answered in batches."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from ray.serve.handle import DeploymentHandle
 
@@ -10,12 +11,18 @@ from lensops.model.artifact import ModelSpec
 from lensops.tracking import registry
 from lensops.tracking.registry import RegisteredVersion
 
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
 
 class RegistryVersions:
     """:class:`lensops.serving.router.Versions` over the registry and the ``Model`` deployment."""
 
     def __init__(self, uri: str, name: str, model: DeploymentHandle):
         self.uri, self.name, self.model = uri, name, model
+        # A read of an unreachable registry should fail in seconds, and the watch try again later
+        # (with backoff), rather than hold the watch for MLflow's default minutes of retries.
+        for variable, value in FAIL_FAST.items():
+            os.environ.setdefault(variable, value)
 
     async def find(self, ref: str) -> RegisteredVersion | None:
         return await asyncio.to_thread(registry.find, self.uri, self.name, ref)

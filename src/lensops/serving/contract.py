@@ -1,0 +1,154 @@
+"""The HTTP API as types: what each route takes and answers, and the one error model.
+
+The routes parse their bodies themselves (a multipart upload or a JSON body, one or several
+images), so FastAPI cannot infer the request schema; :func:`route_docs` declares it, with
+every answer and error status, for the OpenAPI schema (published as ``docs/openapi.json``),
+``/docs`` and clients generated from it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lensops.serving.errors import STATUS
+
+ErrorCode = Literal[tuple(STATUS)]  # type: ignore[valid-type]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code and what to do about it."""
+
+    error: ErrorCode = Field(description="Stable code; see the list of codes and statuses in the service's docs.")
+    detail: str
+
+
+class ModelBlock(BaseModel):
+    name: str
+    version: str
+    alias: str | None = Field(description="The alias it answered as; null for a pinned version.")
+    dataset_version: str
+    run_id: str
+
+
+class Answer(BaseModel):
+    """One image's answer. Tasks may add fields (a regression answers a number, without probabilities)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prediction: str | float
+    confidence: float | None
+    probabilities: dict[str, float] | None = None
+    model: ModelBlock
+
+
+REQUEST_ID_FIELD = Field(description="The request's id: its X-Request-ID header, and the key of its log lines.")
+
+
+class PredictAnswer(Answer):
+    request_id: str = REQUEST_ID_FIELD
+
+
+class BatchAnswer(BaseModel):
+    results: list[Answer | ErrorBody] = Field(description="One per image, in order; a bad image is an error entry.")
+    request_id: str = REQUEST_ID_FIELD
+
+
+Base64 = Annotated[str, Field(min_length=1, json_schema_extra={"format": "byte"})]
+"""A file's bytes in base64 (OpenAPI's ``byte`` format)."""
+
+
+class ImageJSON(BaseModel):
+    image: Base64 = Field(description="The image file, base64 (a data: URL prefix is accepted).")
+
+
+class ImagesJSON(BaseModel):
+    images: list[Base64] = Field(min_length=1, description="Image files, base64.")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    version: str | None = None
+    reason: str | None = Field(None, description="Why the service is degraded or unavailable.")
+
+
+class Classes(BaseModel):
+    task: str
+    classes: list[str]
+
+
+class ModelDescription(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    dataset_version: str
+    run_id: str
+    metrics: dict[str, float]
+    spec: dict[str, Any]
+    challenger: dict[str, Any] | None
+
+
+class Reload(BaseModel):
+    old_version: str | None
+    new_version: str
+    alias: str
+
+
+UPLOAD = {"type": "string", "format": "binary"}
+PREDICT_BODY = {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": UPLOAD}}},
+    "application/json": {"schema": ImageJSON.model_json_schema()},
+}
+PREDICT_BATCH_BODY = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["files"],
+            "properties": {"files": {"type": "array", "items": UPLOAD, "minItems": 1}},
+        }
+    },
+    "application/json": {"schema": ImagesJSON.model_json_schema()},
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
+MEANING = {
+    400: "The request is malformed: a missing field, bad JSON or base64.",
+    401: "An API key (or the reload token) is missing or wrong.",
+    403: "Reloads are disabled (no token configured).",
+    404: "The registry has no such version or alias.",
+    413: "The request, an image or the number of images is over its limit.",
+    415: "Not an image, or a format or content type the service does not take.",
+    422: "An image that cannot be decoded: truncated, corrupt or too small.",
+    429: "Over the rate limit.",
+    502: "The new version cannot be loaded.",
+    503: "No model loaded yet, the registry unreachable, or the service overloaded.",
+    504: "The answer did not come within the request's deadline.",
+}
+
+
+def route_docs(
+    answer: type[BaseModel], statuses: set[int], body: dict | None = None, headers: dict | None = None
+) -> dict[str, Any]:
+    """FastAPI route arguments documenting ``answer`` (200, with ``headers``), the error
+    ``statuses`` and the request ``body``."""
+    responses: dict[int, dict[str, Any]] = {200: {"model": answer, "headers": headers or {}}}
+    for status in sorted(statuses):
+        responses[status] = {"model": ErrorBody, "description": MEANING[status]}
+        if status in (429, 503):
+            responses[status]["headers"] = RETRY_AFTER
+    extra = {"requestBody": {"required": True, "content": body}} if body else {}
+    return {"responses": responses, "openapi_extra": extra}
+
+
+PREDICT_ERRORS = {400, 401, 413, 415, 422, 429, 503, 504}
+REQUEST_ID = {
+    "X-Request-ID": {
+        "description": "The request's id (the client's own, if it sent one).",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def health_docs() -> dict[str, Any]:
+    """``/health`` answers its own body in both cases: 200 (ok, degraded) and 503 (unavailable)."""
+    return {"responses": {200: {"model": Health}, 503: {"model": Health, "description": "No model can answer."}}}

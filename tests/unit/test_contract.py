@@ -1,0 +1,59 @@
+"""The service's typed HTTP contract: the published schema is the one the code serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lensops.serving.api import api
+from lensops.serving.errors import STATUS
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = api.openapi()
+
+
+def test_the_published_schema_is_the_one_the_service_serves() -> None:
+    published = json.loads((REPO / "docs" / "openapi.json").read_text())
+
+    assert published == SCHEMA, "docs/openapi.json is stale: run `lensops openapi > docs/openapi.json`"
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch"])
+def test_predictions_take_a_file_upload_or_a_json_body_and_document_every_error(path: str) -> None:
+    operation = SCHEMA["paths"][path]["post"]
+    content = operation["requestBody"]["content"]
+
+    assert set(content) == {"multipart/form-data", "application/json"}
+    upload = next(iter(content["multipart/form-data"]["schema"]["properties"].values()))
+    assert (upload.get("items") or upload)["format"] == "binary"
+    assert {"200", "400", "401", "413", "415", "422", "429", "503", "504"} <= set(operation["responses"])
+    assert "X-Request-ID" in operation["responses"]["200"]["headers"]
+
+
+def test_answers_that_say_come_back_later_declare_retry_after() -> None:
+    for path, methods in SCHEMA["paths"].items():
+        for method, operation in methods.items():
+            for status in {"429", "503"} & set(operation["responses"]) - ({"503"} if path == "/health" else set()):
+                assert "Retry-After" in operation["responses"][status]["headers"], f"{method} {path} {status}"
+
+
+def test_every_error_code_is_in_the_schema_and_every_documented_status_has_codes() -> None:
+    codes = SCHEMA["components"]["schemas"]["ErrorBody"]["properties"]["error"]["enum"]
+
+    assert set(codes) == set(STATUS)
+    documented = {
+        int(status)
+        for methods in SCHEMA["paths"].values()
+        for operation in methods.values()
+        for status in operation["responses"]
+        if status != "200"
+    }
+    assert documented <= set(STATUS.values())
+
+
+def test_health_answers_its_own_body_when_unavailable() -> None:
+    responses = SCHEMA["paths"]["/health"]["get"]["responses"]
+
+    assert responses["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Health"}
