@@ -1,0 +1,51 @@
+"""Read: the files of a dataset, from an ImageFolder tree or a manifest.csv, local or ``s3://``.
+
+The result is one row per file, ``path`` (a local path or ``s3://`` URI) and ``label``, plus any
+extra manifest columns (a regression target, a group id, ...).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from lensops.data import storage
+
+
+def list_files(source: str) -> pd.DataFrame:
+    """Rows of (path, label, extra manifest columns) for a folder tree or a manifest.csv."""
+    fs, root = storage.resolve(source)
+    if root.endswith(".csv"):
+        return _read_manifest(fs, root)
+    return _scan_folder(fs, root)
+
+
+def _scan_folder(fs: pafs.FileSystem, root: str) -> pd.DataFrame:
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no image folder at {storage.to_uri(fs, root)}")
+    rows = []
+    for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        relative = entry.path[len(root) :].strip("/").split("/")
+        hidden = any(part.startswith(".") for part in relative)
+        if entry.type == pafs.FileType.File and len(relative) >= 2 and not hidden:
+            rows.append({"path": storage.to_uri(fs, entry.path), "label": relative[0]})
+    if not rows:
+        raise FileNotFoundError(f"no images under {storage.to_uri(fs, root)}: expected <root>/<class>/<image>")
+    return pd.DataFrame(rows)
+
+
+def _read_manifest(fs: pafs.FileSystem, path: str) -> pd.DataFrame:
+    with fs.open_input_stream(path) as stream:
+        table = pd.read_csv(stream)
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: manifest needs columns path,label; missing {sorted(missing)}")
+    base = storage.to_uri(fs, path.rsplit("/", 1)[0])
+    table["path"] = [p if _is_absolute(p) else storage.join(base, p) for p in table["path"]]
+    table["label"] = table["label"].astype(str)
+    return table
+
+
+def _is_absolute(path: str) -> bool:
+    return storage.is_s3(path) or path.startswith("/")
