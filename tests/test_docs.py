@@ -3,8 +3,11 @@
 Its marked blocks (``<!-- docs-test: NAME -->`` before a bash fence) run in README order, in one
 shell, with a clean environment: ``env -i``, a fresh ``HOME`` and temp dir, a minimal ``PATH``,
 nothing of this process inherited. They run in a copy of the committed tree (the project's
-virtualenv beside it, as after ``make install``) and in a PID namespace of their own, so the
-README's ``ray stop`` ends what the README started and nothing of the test session.
+virtualenv beside it, as after ``make install``) on a machine of their own: a PID namespace, so
+the README's ``ray stop`` ends what the README started and nothing of the test session, and a
+network namespace with only a loopback, so Ray's and Serve's default ports are free whatever the
+test session's own clusters hold. The request loop's clients join that network to reach the
+service.
 
 The local-cluster path they cover: ``ray start --head``, a training job and a promotion job
 through ``ray job submit``, ``serve deploy serve_config.yaml``, predictions with ``curl`` and
@@ -26,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from shell import SYSTEM_PATH
 from traffic import RequestLoop
 
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- docs-test: (?P<name>[\w-]+) -->\n```bash\n(?P<code>.*?)```", re.S)
 COVERED = ["shell", "cluster", "serve", "pipeline", "stop"]
+IP = shutil.which("ip") or "/usr/sbin/ip"
 SERVICE = "http://127.0.0.1:8000"
 TIMEOUT_S = 900
 RAY_HAPROXY_STATE = "/tmp/haproxy-serve"
@@ -69,16 +72,21 @@ def fresh_machine() -> Iterator[dict[str, str]]:
 
 
 def isolated(env: dict[str, str]) -> list[str]:
-    """A new PID namespace (``ray stop`` sees only its own processes) with ``env -i``."""
-    namespace = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    """New PID and network namespaces (``ray stop`` sees only its own processes, ports are all
+    free) with ``env -i``."""
+    namespace = ["unshare", "--pid", "--net", "--fork", "--mount-proc", "--kill-child"]
     if os.geteuid() != 0:
         namespace[1:1] = ["--user", "--map-root-user"]
     return [*namespace, "env", "-i", *(f"{k}={v}" for k, v in env.items())]
 
 
 def script(blocks: list[tuple[str, str]]) -> str:
-    """The blocks in one shell: stop at the first failing command, print each block's name."""
-    return "set -ex\n" + "".join(f"echo '::block {name}'\n{code}" for name, code in blocks)
+    """The blocks in one shell: stop at the first failing command, print each block's name.
+    Before them the namespace's loopback comes up; after them a probe tells whether anything
+    still answers on the service's port (curl's exit code 7: nothing listens)."""
+    probe = f'curl -sS --max-time 5 {SERVICE}/health || echo "probe: curl exit $?"\n'
+    steps = "".join(f"echo '::block {name}'\n{code}" for name, code in [*blocks, ("after-stop", probe)])
+    return f"set -ex\n{IP} link set lo up\n{steps}"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +106,8 @@ def transcript(checkout: Path, fresh_machine: dict[str, str]) -> dict:
                 current = line.split()[1]
                 if current == "pipeline":
                     image = sorted((checkout / "data" / "elpv-200" / "defective").glob("*.png"))[0]
-                    loop = RequestLoop(SERVICE, image.read_bytes(), clients=2).__enter__()
+                    network = Path(f"/proc/{process.pid}/ns/net")
+                    loop = RequestLoop(SERVICE, image.read_bytes(), clients=2, network=network).__enter__()
                 if current == "stop" and loop is not None:
                     loop.__exit__(None, None, None)
             sections.setdefault(current, []).append(line.rstrip("\n"))
@@ -154,5 +163,4 @@ def test_the_pipeline_promotes_and_the_service_swaps_without_a_failed_request(tr
 
 def test_ray_stop_ends_the_cluster_and_the_service(transcript: dict) -> None:
     assert "Stopped all" in text(transcript, "stop")
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{SERVICE}/health", timeout=5)
+    assert "probe: curl exit 7" in text(transcript, "after-stop"), text(transcript, "after-stop")

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
+
+CLONE_NEWNET = 0x40000000
+
+
+def join_network(namespace: Path) -> None:
+    """Moves the calling thread, and only it, into a network namespace (``/proc/<pid>/ns/net``):
+    the sockets it opens from then on reach that namespace's loopback."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with namespace.open() as handle:
+        if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot join the network namespace {namespace}")
 
 
 @dataclass
 class RequestLoop:
     """``clients`` threads each POST ``image`` to ``{url}/predict`` back to back until stopped;
     records which version answered each request, and every failure. Each request carries its
-    own id, ``<id_prefix>-<n>``, as ``X-Request-ID``."""
+    own id, ``<id_prefix>-<n>``, as ``X-Request-ID``. With ``network`` set, the clients connect
+    from that network namespace (see :func:`join_network`)."""
 
     url: str
     image: bytes
@@ -29,6 +43,7 @@ class RequestLoop:
     request_ids: set[str] = field(default_factory=set)
     """The request id of every successful answer."""
     id_prefix: str = field(default_factory=lambda: f"loop-{uuid.uuid4().hex[:8]}")
+    network: Path | None = None
     _numbers: itertools.count = field(default_factory=itertools.count)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -59,6 +74,8 @@ class RequestLoop:
         return len(took), failures, p99
 
     def _client(self) -> None:
+        if self.network is not None:
+            join_network(self.network)
         with requests.Session() as session:
             while not self._stop.is_set():
                 started = time.monotonic()
