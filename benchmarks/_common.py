@@ -40,6 +40,13 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     return parsed
 
 
+def add_model_flags(parsed: argparse.ArgumentParser) -> None:
+    """``--arch``, ``--weights`` and ``--image-size``: the model that every side of a run uses."""
+    parsed.add_argument("--arch", default="timm:tf_efficientnet_lite0", help="lensops model.architecture")
+    parsed.add_argument("--weights", default="efficientnet-lite0", help="lensops model.weights ('none': random)")
+    parsed.add_argument("--image-size", type=int, default=128, help="model input size (px)")
+
+
 def cores() -> int:
     """CPU cores this process may use (the container's limit, not the host's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -26,7 +26,7 @@ from lensops.runtime import free_port
 from lensops.tracking import registry, runs
 from lensops.waiting import http_ok, wait_until
 
-from _common import start_ray
+from _common import add_model_flags, start_ray
 
 MODEL_NAME = "benchmark-model"
 RELOAD_TOKEN = "benchmark-reload-token"
@@ -35,9 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def add_model_args(parsed: argparse.ArgumentParser) -> None:
-    parsed.add_argument("--arch", default="timm:tf_efficientnet_lite0", help="lensops model.architecture")
-    parsed.add_argument("--weights", default="efficientnet-lite0", help="lensops model.weights ('none': random)")
-    parsed.add_argument("--image-size", type=int, default=128, help="model input size (px)")
+    add_model_flags(parsed)
     parsed.add_argument("--source-size", type=int, default=300, help="side of the uploaded images (px)")
     parsed.add_argument("--max-batch-size", type=int, default=16, help="serve.max_batch_size (and the raw batch)")
     parsed.add_argument("--batch-wait-s", type=float, default=0.01, help="serve.batch_wait_timeout_s")

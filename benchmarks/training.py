@@ -40,6 +40,7 @@ from lensops.training.epoch import make_optimizer
 from lensops.training.fit import Prepared, open_run, prepare, run_trainer
 
 from _common import (
+    add_model_flags,
     check_device,
     comparison,
     comparison_columns,
@@ -56,9 +57,7 @@ from _common import (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parsed = parser(__doc__)
-    parsed.add_argument("--arch", default="timm:tf_efficientnet_lite0", help="lensops model.architecture")
-    parsed.add_argument("--weights", default="efficientnet-lite0", help="lensops model.weights ('none': random)")
-    parsed.add_argument("--image-size", type=int, default=128, help="model input size (px)")
+    add_model_flags(parsed)
     parsed.add_argument("--count", type=int, default=700, help="generated images per class (2 classes)")
     parsed.add_argument("--size", type=int, default=160, help="side of the generated PNGs (px)")
     parsed.add_argument("--epochs", type=int, default=3, help="epochs per side, the first one a warm-up")

@@ -70,3 +70,13 @@ def test_training_smoke(tmp_path: Path) -> None:
     assert "training:" in stdout and "plain PyTorch loop" in stdout
     for row in result["results"]["rows"]:
         assert positive(row["lensops"]) and positive(row["baseline"]) and positive(row["ratio"]), row
+
+
+def test_batch_predict_smoke(tmp_path: Path) -> None:
+    stdout, result = run_smoke("batch_predict", tmp_path)
+    assert "batch scoring:" in stdout and "plain loop" in stdout
+    rounds = result["results"]["rounds"]
+    assert [r["first"] for r in rounds] == ["lensops", "plain"]
+    for row in rounds:
+        assert positive(row["lensops"]) and positive(row["plain"]) and positive(row["ratio"]), row
+    assert positive(result["results"]["median_ratio"])

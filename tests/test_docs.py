@@ -12,7 +12,7 @@ service.
 The local-cluster path they cover: ``ray start --head``, a training job and a promotion job
 through ``ray job submit``, ``serve deploy serve_config.yaml``, predictions with ``curl`` and
 ``lensops predict``, the pipeline job with ``--service-url`` swapping the service to a new
-champion (under a request loop that must lose nothing), and ``ray stop``.
+champion (under a request loop that must lose nothing), a batch scoring job, and ``ray stop``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- docs-test: (?P<name>[\w-]+) -->\n```bash\n(?P<code>.*?)```", re.S)
-COVERED = ["shell", "cluster", "serve", "pipeline", "stop"]
+COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "stop"]
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SERVICE = "http://127.0.0.1:8000"
 TIMEOUT_S = 900
@@ -159,6 +159,12 @@ def test_the_pipeline_promotes_and_the_service_swaps_without_a_failed_request(tr
     assert loop.failures == []
     versions = loop.versions()
     assert versions and versions[0] == "1" and versions[-1] == "2"
+
+
+def test_the_batch_job_scores_every_file_with_the_new_champion(transcript: dict) -> None:
+    batch = text(transcript, "batch")
+    assert "model: elpv-defects version 2" in batch, batch[-4000:]
+    assert "files: 200 (200 scored, 0 rejected, 0 already in the output)" in batch
 
 
 def test_ray_stop_ends_the_cluster_and_the_service(transcript: dict) -> None:

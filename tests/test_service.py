@@ -31,6 +31,8 @@ from lensops.config import LensopsConfig
 from lensops.model import artifact
 from lensops.model.preprocess import to_uint8
 from lensops.runtime import free_port
+from lensops.scoring import parts
+from lensops.scoring.batch import batch_predict
 from lensops.serving.app import CPUS, build, run_local
 from lensops.tracking import registry, runs
 from lensops.tracking.registry import load_predictor
@@ -397,6 +399,28 @@ def test_answers_match_offline_inference_of_the_same_model(
             assert got["prediction"] == want["prediction"]
             for label, probability in want["probabilities"].items():
                 assert got["probabilities"][label] == pytest.approx(probability, abs=1e-4)
+
+
+def test_a_batch_job_answers_as_the_service_does(
+    base_url: str, training_dir: Path, classification_cfg: LensopsConfig, tmp_path: Path
+) -> None:
+    images = sorted(training_dir.glob("*/*.png"))[::40]
+    files = [("files", (path.name, path.read_bytes())) for path in images]
+    answers = requests.post(f"{base_url}/predict_batch", files=files, timeout=60).json()["results"]
+    cfg = classification_cfg.model_copy(deep=True)
+    cfg.tracking.registered_model = NAME
+    cfg.batch.model = answers[0]["model"]["version"]  # the version serving now (other tests swap it)
+    (manifest := tmp_path / "files.txt").write_text("\n".join(map(str, images)))
+
+    outcome = batch_predict(cfg, str(manifest), str(tmp_path / "out"))
+
+    records = {row["path"]: row for row in parts.read(outcome.output).to_pylist()}
+    assert len(records) == len(images) == 10
+    for path, answer in zip(images, answers, strict=True):
+        row = records[str(path)]
+        assert (row["prediction"], row["model_version"]) == (answer["prediction"], answer["model"]["version"])
+        for label, probability in dict(row["probabilities"]).items():
+            assert answer["probabilities"][label] == pytest.approx(probability, abs=1e-4)
 
 
 def test_health_is_503_until_a_champion_exists_then_200(

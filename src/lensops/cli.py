@@ -205,6 +205,32 @@ def pipeline(
     typer.echo(f"champion: version {outcome.champion}")
 
 
+@app.command("batch-predict")
+def batch_predict(
+    source: Annotated[str, typer.Argument(help="Image folder (any depth), s3:// prefix, or manifest (.csv/.txt).")],
+    output: Annotated[str, typer.Option(help="Folder or s3:// prefix of the parquet records.")],
+    model: Annotated[str | None, typer.Option(help="Version number or alias (sets batch.model).")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Also write the summary JSON here.")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    address: AddressOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Score every image of SOURCE with a registered version into parquet, one row per file.
+
+    Files the service would refuse get a row with the reason. Run it again into the same
+    output and only files it does not hold yet (for that version) are scored."""
+    from lensops.scoring.batch import batch_predict as score
+
+    cfg = _config(config, [*([f"batch.model={model}"] if model else []), *(overrides or [])])
+    _connect(address)
+    outcome = score(cfg, source, output)
+    for line in outcome.lines():
+        typer.echo(line)
+    if summary:
+        summary.write_text(json.dumps(outcome.summary(), indent=2))
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -285,9 +311,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lensops.data.validation import DataValidationError
     from lensops.pipeline import StepFailed
     from lensops.runtime import ClusterError
+    from lensops.scoring.parts import OutputError
     from lensops.serving.client import ServiceError
 
-    return (ConfigError, DataValidationError, StepFailed, ClusterError, ServiceError, FileNotFoundError, LookupError)
+    errors = (ConfigError, DataValidationError, StepFailed, ClusterError, ServiceError, OutputError)
+    return (*errors, FileNotFoundError, LookupError)
 
 
 def main(verb: str | None = None) -> None:

@@ -215,6 +215,19 @@ class ServeConfig(Section):
         return "off" if value is False else value
 
 
+class BatchConfig(Section):
+    """Offline batch scoring (``lensops batch-predict``)."""
+
+    model: str = "champion"
+    """Registered version number or alias to score with."""
+    batch_size: int = Field(64, ge=1)
+    """Images per forward pass (and per parquet part written)."""
+    concurrency: int = Field(2, ge=1)
+    """Scoring actors, each holding one copy of the model."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: one GPU per actor when the cluster has GPUs, else CPU."""
+
+
 class LensopsConfig(Section):
     data: DataConfig = DataConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -222,6 +235,7 @@ class LensopsConfig(Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
+    batch: BatchConfig = BatchConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> LensopsConfig:

@@ -52,10 +52,15 @@ class PreprocessSpec(BaseModel):
 def decode(data: bytes) -> Image.Image:
     """Decode image bytes into an RGB PIL image (grayscale and palette images are expanded)."""
     with Image.open(io.BytesIO(data)) as img:
-        if img.mode.startswith("I;16"):
-            # Pillow clips 16-bit values at 255 when converting; keep the high byte instead.
-            return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8)).convert("RGB")
-        return img.convert("RGB")
+        return rgb(img)
+
+
+def rgb(img: Image.Image) -> Image.Image:
+    """An RGB copy of a decoded image."""
+    if img.mode.startswith("I;16"):
+        # Pillow clips 16-bit values at 255 when converting; keep the high byte instead.
+        return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
 
 
 def geometry(spec: PreprocessSpec) -> v2.Compose:
@@ -77,6 +82,11 @@ def normalizer(spec: PreprocessSpec) -> v2.Compose:
 def to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
     """Raw bytes -> uint8 array (3, H, W): what crosses from the CPU stage to the model."""
     return geometry(spec)(decode(data)).numpy()
+
+
+def image_to_uint8(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """:func:`to_uint8` of an image decoded already (by the image check)."""
+    return geometry(spec)(rgb(img)).numpy()
 
 
 def augmentation(cfg: AugmentConfig) -> v2.Compose:

@@ -21,7 +21,6 @@ STATUS: dict[str, int] = {
     "request_too_large": 413,
     "too_many_images": 413,
     "unsupported_media_type": 415,
-    "unsupported_format": 415,
     "rate_limited": 429,
     # the image (the training data's own rules)
     Issue.NOT_IMAGE.value: 415,
@@ -29,6 +28,7 @@ STATUS: dict[str, int] = {
     Issue.UNREADABLE.value: 422,
     Issue.TRUNCATED.value: 422,
     Issue.TOO_SMALL.value: 422,
+    Issue.UNSUPPORTED_FORMAT.value: 415,
     # the model behind the service
     "no_such_version": 404,
     "model_load_failed": 502,

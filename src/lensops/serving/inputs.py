@@ -1,8 +1,9 @@
 """What the service accepts: request parsing and image guards. Every bad input becomes an
 :class:`~lensops.serving.errors.ApiError` with a 4xx code, and the service keeps serving.
 
-Image acceptance reuses :func:`lensops.data.images.check_image`, the rule that decides which
-training files are skipped, so the service never accepts what training would reject.
+Image acceptance is :func:`lensops.data.images.load_served_image`, built on the rule that
+decides which training files are skipped, so the service never accepts what training would
+reject; batch scoring applies the same function to every file.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from lensops.config import ServeConfig
-from lensops.data.images import Issue, check_image
-from lensops.model.preprocess import PreprocessSpec, to_uint8
+from lensops.data.images import load_served_image
+from lensops.model.preprocess import PreprocessSpec, image_to_uint8
 from lensops.serving.errors import ApiError
-
-ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF"})
 
 
 class InputLimits(BaseModel):
@@ -121,12 +120,8 @@ def prepare(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> np.ndarra
     """Check one uploaded image and turn it into the model's uint8 (3, H, W) input."""
     if len(data) > limits.max_bytes:
         raise ApiError("request_too_large", f"image has {len(data)} bytes; the limit is {limits.max_bytes}")
-    check = check_image(data, limits.min_side, limits.max_pixels)
-    if check.issue is not None:
+    check, image = load_served_image(data, limits.min_side, limits.max_side, limits.max_pixels)
+    if image is None:
         raise ApiError(check.issue.value, check.detail)
-    if max(check.width, check.height) > limits.max_side:
-        raise ApiError(Issue.TOO_LARGE.value, f"{check.width}x{check.height} exceeds {limits.max_side} px on a side")
-    if check.format not in ALLOWED_FORMATS:
-        allowed = ", ".join(sorted(ALLOWED_FORMATS))
-        raise ApiError("unsupported_format", f"{check.format} images are not accepted; use {allowed}")
-    return to_uint8(data, spec)
+    with image:
+        return image_to_uint8(image, spec)

@@ -1,0 +1,75 @@
+"""Prediction records: one versioned schema for what a model said about one image.
+
+Batch scoring writes one record per input file. Columns that only an online answer has
+(``request_id``, ``model_alias``) are null in batch rows, and ``path``/``folder`` are null in
+online ones, so one reader serves both. A change of columns bumps :data:`SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("source", pa.string()),  # "batch" or "service"
+        ("request_id", pa.string()),
+        ("path", pa.string()),
+        ("folder", pa.string()),  # parent folder relative to the scored root ("" at the top)
+        ("content_hash", pa.string()),  # sha256 of the file's bytes; "" when unreadable
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_alias", pa.string()),
+        ("run_id", pa.string()),
+        ("dataset_version", pa.string()),
+        ("status", pa.string()),  # "ok" or "rejected"
+        ("reason", pa.string()),  # the image rule that rejected it (lensops.data.images.Issue)
+        ("detail", pa.string()),
+        ("prediction", pa.string()),  # the label, or the value as text
+        ("value", pa.float64()),  # regression tasks
+        ("confidence", pa.float64()),
+        ("probabilities", pa.map_(pa.string(), pa.float64())),
+        ("input_format", pa.string()),
+        ("input_width", pa.int32()),
+        ("input_height", pa.int32()),
+        ("input_mean", pa.list_(pa.float32())),  # per channel of the model input, 0..1
+        ("input_std", pa.list_(pa.float32())),
+    ]
+)
+OK = "ok"
+REJECTED = "rejected"
+
+
+def answer_columns(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The prediction columns of one task answer (``prediction``, ``confidence``, ...)."""
+    prediction = answer["prediction"]
+    numeric = isinstance(prediction, int | float)
+    return {
+        "prediction": str(prediction),
+        "value": float(prediction) if numeric else None,
+        "confidence": answer.get("confidence"),
+        "probabilities": answer.get("probabilities"),
+    }
+
+
+def input_facts(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (0..1 units) of each uint8 model input (N, 3, H, W)."""
+    scaled = images.astype(np.float32) / 255.0
+    return scaled.mean(axis=(2, 3)), scaled.std(axis=(2, 3))
+
+
+def table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Records in :data:`SCHEMA`; absent columns are null."""
+    return pa.Table.from_pylist([{**row, "schema_version": SCHEMA_VERSION} for row in rows], schema=SCHEMA)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

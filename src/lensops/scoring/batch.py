@@ -1,0 +1,243 @@
+"""Offline batch scoring: every image under a location, scored by one registered version.
+
+The plan, on Ray Data:
+
+1. **read and check** (CPU tasks, :func:`lensops.data.reading.map_rows`): read each file, hash
+   it, drop it if the output already holds it for this model version, check it with the
+   service's image rules and decode it with the model's own preprocessing spec;
+2. **score and write** (an actor pool, one model copy per actor, a GPU each when the cluster
+   has them): one forward pass per batch through the model's task, then the batch's records
+   are written as one parquet part (:mod:`lensops.scoring.parts`).
+
+A file that cannot be read or breaks a rule becomes a record with its reason; it never fails
+the job. The version is resolved once, before any actor starts, so an alias that moves
+mid-job does not mix two models in one output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+import ray
+
+from lensops.config import LensopsConfig
+from lensops.data import storage
+from lensops.data.images import Issue, load_served_image
+from lensops.data.reading import map_rows, read_file
+from lensops.model.forward import ModelInfo
+from lensops.model.preprocess import PreprocessSpec, image_to_uint8
+from lensops.monitoring import records
+from lensops.scoring import parts
+from lensops.scoring.inputs import list_inputs
+from lensops.tracking import registry, runs
+
+FILE_COLUMNS = ("path", "folder", "content_hash", "status", "reason", "detail", "input_format")
+SIZE_COLUMNS = ("input_width", "input_height")
+
+
+@dataclass(frozen=True)
+class ImageRules:
+    """The service's limits on one image (``serve.min_side``, ``max_side``, ``max_pixels``)."""
+
+    min_side: int
+    max_side: int
+    max_pixels: int
+
+
+@dataclass
+class BatchOutcome:
+    output: str
+    model: ModelInfo
+    files: int
+    already_scored: int
+    predictions: Counter = field(default_factory=Counter)
+    """Scored files per predicted label (regression: one ``value`` entry)."""
+    rejected: Counter = field(default_factory=Counter)
+    """Rejected files per reason."""
+    run_id: str = ""
+
+    @property
+    def scored(self) -> int:
+        return sum(self.predictions.values())
+
+    def lines(self) -> list[str]:
+        """The outcome as a person reads it: one fact per line."""
+        model, rejected = self.model, sum(self.rejected.values())
+        counts = f"{self.scored} scored, {rejected} rejected, {self.already_scored} already in the output"
+        lines = [
+            f"model: {model.name} version {model.version} (dataset {model.dataset_version})",
+            f"files: {self.files} ({counts})",
+        ]
+        for title, counts in (("predicted", self.predictions), ("rejected", self.rejected)):
+            if counts:
+                lines.append(f"{title}: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+        return [*lines, f"output: {self.output}", f"mlflow run: {self.run_id}"]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "model": self.model.as_dict(),
+            "files": self.files,
+            "already_scored": self.already_scored,
+            "scored": self.scored,
+            "rejected": sum(self.rejected.values()),
+            "predictions": dict(self.predictions),
+            "rejected_by_reason": dict(self.rejected),
+        }
+
+
+def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
+    """Score every image file of ``source`` with ``cfg.batch.model`` into ``output``; track it."""
+    uri = runs.resolve_uri(cfg.tracking)
+    version = _resolve(uri, cfg.tracking.registered_model, cfg.batch.model)
+    spec = registry.load_spec(uri, version)
+    if spec.task.inputs != ("image",):
+        raise ValueError(
+            f"batch scoring takes one image per example; the {spec.model.task} task takes {spec.task.inputs}"
+        )
+    info = ModelInfo(version.name, version.version, version.run_id, spec.dataset_version)
+    files = list_inputs(source)
+    parts.prepare(output)
+    done = parts.scored_keys(output, info.name, info.version)
+    rules = ImageRules(cfg.serve.min_side, cfg.serve.max_side, cfg.serve.max_pixels)
+    fs, _ = storage.resolve(source)
+    checked = map_rows(
+        files, _read_and_check, {"fs": fs, "spec": spec.preprocess, "rules": rules, "done": done}, cfg.data
+    )
+    use_gpu = _use_gpu(cfg.batch.device)
+    scored = checked.map_batches(
+        Scorer,
+        fn_constructor_kwargs={"tracking_uri": uri, "info": info, "output": output, "use_gpu": use_gpu},
+        batch_size=cfg.batch.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.batch.concurrency),
+        num_gpus=1 if use_gpu else 0,
+    )
+    outcome = BatchOutcome(output=output, model=info, files=len(files), already_scored=0)
+    for batch in scored.iter_batches(batch_format="pandas", batch_size=None):
+        outcome.predictions.update(batch.loc[batch["status"] == records.OK, "label"])
+        outcome.rejected.update(batch.loc[batch["status"] == records.REJECTED, "reason"])
+    outcome.already_scored = outcome.files - outcome.scored - sum(outcome.rejected.values())
+    outcome.run_id = _track(uri, cfg, source, outcome)
+    return outcome
+
+
+def _resolve(uri: str, name: str, ref: str) -> registry.RegisteredVersion:
+    version = registry.find(uri, name, ref)
+    if version is None:
+        raise LookupError(f"registered model '{name}' has no version or alias '{ref}'")
+    return version
+
+
+def _use_gpu(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+
+
+def _read_and_check(
+    batch: pd.DataFrame, fs: pafs.FileSystem, spec: PreprocessSpec, rules: ImageRules, done: set[str]
+) -> dict[str, np.ndarray]:
+    rows, images = [], []
+    for path, folder in zip(batch["path"], batch["folder"], strict=True):
+        data, error = read_file(fs, path)
+        digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+        if parts.key(path, digest) in done:
+            continue
+        row, image = _check(data, error, spec, rules)
+        rows.append({"path": path, "folder": folder, "content_hash": digest, **row})
+        images.append(image)
+    side = spec.image_size
+    columns = {name: np.array([r[name] for r in rows], dtype=object) for name in FILE_COLUMNS}
+    sizes = {name: np.array([r[name] for r in rows], dtype=np.int32) for name in SIZE_COLUMNS}
+    pixels = np.stack(images) if images else np.zeros((0, 3, side, side), np.uint8)
+    return {**columns, **sizes, "image": pixels}
+
+
+def _check(
+    data: bytes | None, error: str, spec: PreprocessSpec, rules: ImageRules
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The file columns of one file and its model input (zeros when it is rejected)."""
+    blank = np.zeros((3, spec.image_size, spec.image_size), np.uint8)
+    if data is None:
+        return _rejected(Issue.UNREADABLE, error), blank
+    check, image = load_served_image(data, rules.min_side, rules.max_side, rules.max_pixels)
+    facts = {"input_format": check.format, "input_width": check.width, "input_height": check.height}
+    if image is None:
+        return {**_rejected(check.issue, check.detail), **facts}, blank
+    with image:
+        return {"status": records.OK, "reason": "", "detail": "", **facts}, image_to_uint8(image, spec)
+
+
+def _rejected(issue: Issue, detail: str) -> dict[str, Any]:
+    unknown = {"input_format": "", "input_width": 0, "input_height": 0}
+    return {"status": records.REJECTED, "reason": issue.value, "detail": detail, **unknown}
+
+
+class Scorer:
+    """One actor of the scoring pool: a loaded model version that scores a batch of checked
+    files, writes their records as one part and hands back what the driver counts."""
+
+    def __init__(self, tracking_uri: str, info: ModelInfo, output: str, use_gpu: bool):
+        # set here, not as a runtime_env: remote args of its own would stop Ray Data from fusing
+        # the read-and-check tasks into this actor on CPU (one pass per batch, no copy between)
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        self.predictor = registry.load_predictor(tracking_uri, info.name, info.version, "cuda" if use_gpu else "cpu")
+        self.output = output
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows, labels = self.records(batch)
+        if rows:
+            parts.write_part(records.table(rows), self.output)
+        return {
+            "status": np.array([row["status"] for row in rows], dtype=object),
+            "reason": np.array([row["reason"] for row in rows], dtype=object),
+            "label": np.array(labels, dtype=object),
+        }
+
+    def records(self, batch: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], list[str]]:
+        """The records of a batch, and the label each scored file counts under ("" if rejected)."""
+        ok = batch["status"] == records.OK
+        images = batch["image"][ok]
+        answers = iter(self.predictor.predict({"image": images}) if len(images) else [])
+        facts = iter(zip(*(stat.tolist() for stat in records.input_facts(images)), strict=True))
+        model = self.predictor.info
+        common = {
+            "source": "batch",
+            "scored_at": records.now(),
+            "model_name": model.name,
+            "model_version": model.version,
+            "run_id": model.run_id,
+            "dataset_version": model.dataset_version,
+        }
+        rows, labels = [], []
+        for i, accepted in enumerate(ok):
+            row = {**common, **{name: batch[name][i] for name in (*FILE_COLUMNS, *SIZE_COLUMNS)}}
+            label = ""
+            if accepted:
+                answer, (mean, std) = next(answers), next(facts)
+                row |= {**records.answer_columns(answer), "input_mean": mean, "input_std": std}
+                label = self.predictor.spec.task.metric_label(answer)
+            rows.append(row)
+            labels.append(label)
+        return rows, labels
+
+
+def _track(uri: str, cfg: LensopsConfig, source: str, outcome: BatchOutcome) -> str:
+    model = outcome.model
+    tags = {"lensops.stage": "batch-predict", "lensops.output": outcome.output}
+    run_id = runs.create_run(uri, cfg.tracking.experiment, "batch-predict", tags)
+    with runs.closing(uri, run_id):
+        params = {"source": source, "output": outcome.output, **{f"model_{k}": v for k, v in model.as_dict().items()}}
+        runs.log_params(uri, run_id, params | {f"batch.{k}": v for k, v in cfg.batch.model_dump().items()})
+        counts = {name: outcome.summary()[name] for name in ("files", "scored", "already_scored", "rejected")}
+        counts |= {f"predicted_{label}": n for label, n in outcome.predictions.items()}
+        counts |= {f"rejected_{reason}": n for reason, n in outcome.rejected.items()}
+        runs.log_metrics(uri, run_id, counts)
+        runs.log_dict(uri, run_id, outcome.summary(), "batch/summary.json")
+    return run_id
