@@ -7,6 +7,7 @@ served champion."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import subprocess
@@ -39,6 +40,8 @@ PLANTED = {
 }
 """The planted files the service's image rules refuse (duplicates are fine images)."""
 IP = shutil.which("ip") or "/usr/sbin/ip"
+HAPROXY_STATE = "/tmp/lensops-hap-*"
+"""Where a local Ray that lensops starts keeps HAProxy's files (removed when its driver exits)."""
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,7 @@ def image_count(root: Path) -> int:
 def cfg(classification_cfg: LensopsConfig) -> LensopsConfig:
     cfg = classification_cfg.model_copy(deep=True)
     cfg.tracking.registered_model = NAME
+    cfg.tracking.experiment = "test-batch"  # test_training counts the runs of the shared fit's experiment
     cfg.batch.batch_size = 32
     return cfg
 
@@ -139,6 +143,7 @@ def test_a_job_killed_half_way_completes_without_rescoring(
     ray_cluster: None, cfg: LensopsConfig, champion: registry.RegisteredVersion, new_images: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
+    state_dirs = set(glob.glob(HAPROXY_STATE))
     job = _start_job_on_a_machine_of_its_own(new_images, out, cfg.tracking.tracking_uri, tmp_path)
     try:
         _wait_for(lambda: len(list(out.glob("part-*.parquet"))) >= 2 or job.poll() is not None, 300)
@@ -147,6 +152,8 @@ def test_a_job_killed_half_way_completes_without_rescoring(
         job.kill()  # the namespace's first process dies with it, and then every other one
         job.wait(timeout=30)
     _wait_for(lambda: not _processes_in(namespace), 60)
+    for folder in set(glob.glob(HAPROXY_STATE)) - state_dirs:  # the lost machine's /tmp went with it
+        shutil.rmtree(folder)
     before = parts.read(str(out)).num_rows
     assert 0 < before < 208, f"the job was to be stopped half-way, it had scored {before} of 208"
 

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 NAME = "test-resilient"
 APP = "lensops"
-CLIENTS = 4
+CLIENTS = 8
+"""Enough that a killed Preprocessor or Model replica almost surely holds a call (4 was not always)."""
 TIERS = ("Preprocessor", "Model", "Ingress")
 SETTLED_S = 1.0
 """After an ingress replica is killed, requests that end later than this must all succeed."""

@@ -409,6 +409,7 @@ def test_a_batch_job_answers_as_the_service_does(
     answers = requests.post(f"{base_url}/predict_batch", files=files, timeout=60).json()["results"]
     cfg = classification_cfg.model_copy(deep=True)
     cfg.tracking.registered_model = NAME
+    cfg.tracking.experiment = "test-batch"  # test_training counts the runs of the shared fit's experiment
     cfg.batch.model = answers[0]["model"]["version"]  # the version serving now (other tests swap it)
     (manifest := tmp_path / "files.txt").write_text("\n".join(map(str, images)))
 
