@@ -24,12 +24,11 @@ def _scan_folder(fs: pafs.FileSystem, root: str) -> pd.DataFrame:
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise FileNotFoundError(f"no image folder at {storage.to_uri(fs, root)}")
-    rows = []
-    for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        relative = entry.path[len(root) :].strip("/").split("/")
-        hidden = any(part.startswith(".") for part in relative)
-        if entry.type == pafs.FileType.File and len(relative) >= 2 and not hidden:
-            rows.append({"path": storage.to_uri(fs, entry.path), "label": relative[0]})
+    rows = [
+        {"path": storage.to_uri(fs, path), "label": relative[0]}
+        for path, relative in storage.visible_files(fs, root)
+        if len(relative) >= 2
+    ]
     if not rows:
         raise FileNotFoundError(f"no images under {storage.to_uri(fs, root)}: expected <root>/<class>/<image>")
     return pd.DataFrame(rows)
@@ -42,10 +41,6 @@ def _read_manifest(fs: pafs.FileSystem, path: str) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: manifest needs columns path,label; missing {sorted(missing)}")
     base = storage.to_uri(fs, path.rsplit("/", 1)[0])
-    table["path"] = [p if _is_absolute(p) else storage.join(base, p) for p in table["path"]]
+    table["path"] = [storage.beside(p, base) for p in table["path"]]
     table["label"] = table["label"].astype(str)
     return table
-
-
-def _is_absolute(path: str) -> bool:
-    return storage.is_s3(path) or path.startswith("/")

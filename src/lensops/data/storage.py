@@ -47,6 +47,22 @@ def to_uri(fs: pafs.FileSystem, path: str) -> str:
     return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path
 
 
+def visible_files(fs: pafs.FileSystem, root: str) -> list[tuple[str, list[str]]]:
+    """Every file under ``root`` at any depth, as (path on ``fs``, parts of its path relative to
+    ``root``); names starting with a dot, and whatever lies under them, are left out."""
+    found = []
+    for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        relative = entry.path[len(root) :].strip("/").split("/")
+        if entry.type == pafs.FileType.File and not any(part.startswith(".") for part in relative):
+            found.append((entry.path, relative))
+    return found
+
+
+def beside(path: str, base: str) -> str:
+    """A path from a manifest: kept when absolute (or ``s3://``), else joined to ``base``."""
+    return path if is_s3(path) or path.startswith("/") else join(base, path)
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as stream:
         return stream.read()

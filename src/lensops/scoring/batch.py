@@ -96,7 +96,7 @@ class BatchOutcome:
 def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
     """Score every image file of ``source`` with ``cfg.batch.model`` into ``output``; track it."""
     uri = runs.resolve_uri(cfg.tracking)
-    version = _resolve(uri, cfg.tracking.registered_model, cfg.batch.model)
+    version = registry.require(uri, cfg.tracking.registered_model, cfg.batch.model)
     spec = registry.load_spec(uri, version)
     if spec.task.inputs != ("image",):
         raise ValueError(
@@ -127,13 +127,6 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
     outcome.already_scored = outcome.files - outcome.scored - sum(outcome.rejected.values())
     outcome.run_id = _track(uri, cfg, source, outcome)
     return outcome
-
-
-def _resolve(uri: str, name: str, ref: str) -> registry.RegisteredVersion:
-    version = registry.find(uri, name, ref)
-    if version is None:
-        raise LookupError(f"registered model '{name}' has no version or alias '{ref}'")
-    return version
 
 
 def _use_gpu(device: str) -> bool:

@@ -26,7 +26,7 @@ def list_inputs(source: str) -> pd.DataFrame:
     fs, root = storage.resolve(source)
     if root.endswith(MANIFEST_SUFFIXES):
         base = storage.to_uri(fs, root.rsplit("/", 1)[0])
-        paths = [_absolute(p, base) for p in _manifest_paths(fs, root)]
+        paths = [storage.beside(p, base) for p in _manifest_paths(fs, root)]
     else:
         base = storage.to_uri(fs, root)
         paths = _scan(fs, root)
@@ -38,13 +38,8 @@ def list_inputs(source: str) -> pd.DataFrame:
 def _scan(fs: pafs.FileSystem, root: str) -> list[str]:
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"no folder at {storage.to_uri(fs, root)}")
-    paths = []
-    for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        relative = entry.path[len(root) :].strip("/").split("/")
-        hidden = any(part.startswith(".") for part in relative)
-        if entry.type == pafs.FileType.File and not hidden and entry.path.lower().endswith(IMAGE_SUFFIXES):
-            paths.append(storage.to_uri(fs, entry.path))
-    return sorted(paths)
+    paths = [storage.to_uri(fs, path) for path, _ in storage.visible_files(fs, root)]
+    return sorted(path for path in paths if path.lower().endswith(IMAGE_SUFFIXES))
 
 
 def _manifest_paths(fs: pafs.FileSystem, path: str) -> list[str]:
@@ -55,10 +50,6 @@ def _manifest_paths(fs: pafs.FileSystem, path: str) -> list[str]:
     if "path" not in table.columns:
         raise ValueError(f"{path}: a manifest needs a 'path' column; it has {list(table.columns)}")
     return [str(p) for p in table["path"]]
-
-
-def _absolute(path: str, base: str) -> str:
-    return path if storage.is_s3(path) or path.startswith("/") else storage.join(base, path)
 
 
 def _folder(path: str, base: str) -> str:

@@ -85,10 +85,16 @@ def load_spec(uri: str, version: RegisteredVersion) -> ModelSpec:
         return artifact.load_spec(runs.download(uri, f"{version.source}/{artifact.SPEC}", Path(tmp)).parent)
 
 
-def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
+def require(uri: str, name: str, ref: str) -> RegisteredVersion:
+    """:func:`find`, with a ``LookupError`` naming the model and reference when there is none."""
     version = find(uri, name, ref)
     if version is None:
         raise LookupError(f"registered model '{name}' has no version or alias '{ref}'")
+    return version
+
+
+def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
+    version = require(uri, name, ref)
     with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:  # weights are read into memory
         model, spec = artifact.load(runs.download(uri, version.source, Path(tmp)), device)
     return LoadedModel(model=model, spec=spec, version=version)
