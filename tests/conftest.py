@@ -272,6 +272,7 @@ def synthetic_config(training_dir: Path, mlflow_uri: str, work_dir: Path, *overr
             f"tracking.tracking_uri={mlflow_uri}",
             "tracking.experiment=test-classification",
             "tracking.registered_model=test-dust",
+            f"serve.log_path={work_dir / 'prediction-log'}",
             *overrides,
         ],
     )

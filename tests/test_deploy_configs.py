@@ -319,6 +319,11 @@ def alert_rules() -> tuple[dict[str, Any], ...]:
     return tuple(rule for group in load_yaml(PROMETHEUS / "alerts.yml")["groups"] for rule in group["rules"])
 
 
+@functools.cache
+def recording_rules() -> tuple[dict[str, Any], ...]:
+    return tuple(rule for group in load_yaml(PROMETHEUS / "records.yml")["groups"] for rule in group["rules"])
+
+
 def promtool(*args: str) -> None:
     binary = shutil.which("promtool")
     assert binary, "promtool is missing: `make system-packages` installs Debian's prometheus package"
@@ -330,8 +335,8 @@ def test_promtool_accepts_the_prometheus_config_and_its_rule_files() -> None:
     promtool("check", "config", "prometheus.yml")
 
 
-def test_promtool_accepts_the_alert_rules() -> None:
-    promtool("check", "rules", "alerts.yml")
+def test_promtool_accepts_the_alert_and_recording_rules() -> None:
+    promtool("check", "rules", "alerts.yml", "records.yml")
 
 
 def test_alerts_fire_on_their_symptoms_in_promtool_unit_tests() -> None:
@@ -441,7 +446,7 @@ def variable_expr(query: str) -> str:
 
 
 def queried_exprs() -> list[str]:
-    return dashboard_exprs() + [rule["expr"] for rule in alert_rules()]
+    return dashboard_exprs() + [rule["expr"] for rule in (*alert_rules(), *recording_rules())]
 
 
 def test_metric_name_extraction_ignores_functions_labels_and_ranges() -> None:
@@ -459,7 +464,7 @@ def test_lensops_metric_declarations_are_found() -> None:
 
 
 def test_dashboards_and_alerts_query_only_metrics_that_exist() -> None:
-    known = set(lensops_metrics()) | ray_serve_metrics()
+    known = set(lensops_metrics()) | ray_serve_metrics() | {rule["record"] for rule in recording_rules()}
     unknown = {name for expr in queried_exprs() for name in metric_names(expr)} - known
     assert unknown == set(), "not exported by lensops.serving.metrics or Ray Serve"
 

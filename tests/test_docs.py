@@ -12,7 +12,8 @@ service.
 The local-cluster path they cover: ``ray start --head``, a training job and a promotion job
 through ``ray job submit``, ``serve deploy serve_config.yaml``, predictions with ``curl`` and
 ``lensops predict``, the pipeline job with ``--service-url`` swapping the service to a new
-champion (under a request loop that must lose nothing), a batch scoring job, and ``ray stop``.
+champion (under a request loop that must lose nothing), a batch scoring job, feedback on a
+logged answer and its report, and ``ray stop``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- docs-test: (?P<name>[\w-]+) -->\n```bash\n(?P<code>.*?)```", re.S)
-COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "stop"]
+COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "feedback", "stop"]
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SERVICE = "http://127.0.0.1:8000"
 TIMEOUT_S = 900
@@ -165,6 +166,20 @@ def test_the_batch_job_scores_every_file_with_the_new_champion(transcript: dict)
     batch = text(transcript, "batch")
     assert "model: elpv-defects version 2" in batch, batch[-4000:]
     assert "files: 200 (200 scored, 0 rejected, 0 already in the output)" in batch
+
+
+def test_feedback_on_a_logged_answer_reaches_the_report(transcript: dict) -> None:
+    answer, judged = json_lines(transcript, "feedback")[:2]
+    assert answer["request_id"] == "cell-0001" and answer["model"]["version"] == "2"
+    assert judged == {
+        "request_id": "cell-0001",
+        "model": {"name": "elpv-defects", "version": "2"},
+        "prediction": answer["prediction"],
+        "metric": "accuracy",
+        "score": float(answer["prediction"] == "defective"),
+    }
+    report = text(transcript, "feedback")
+    assert "elpv-defects version 2: 1 prediction with feedback; accuracy" in report, report[-3000:]
 
 
 def test_ray_stop_ends_the_cluster_and_the_service(transcript: dict) -> None:

@@ -15,12 +15,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.dataset as pads
 import pytest
 from processes import busiest, replica_pids
 from ray import serve
 from traffic import RequestLoop
 
 from lensops.config import LensopsConfig
+from lensops.monitoring import store
 from lensops.runtime import free_port
 from lensops.serving.app import build, run_local
 from lensops.tracking import registry
@@ -34,6 +36,10 @@ APP = "lensops"
 CLIENTS = 8
 """Enough that a killed Preprocessor or Model replica almost surely holds a call (4 was not always)."""
 TIERS = ("Preprocessor", "Model", "Ingress")
+FLUSH_S = 1.0
+"""``serve.log_flush_s`` here: what a killed ingress replica may lose of the prediction log."""
+WRITE_MARGIN_S = 1.0
+"""Beyond the flush window: the write under way at the kill, and the answer's trip to the client."""
 SETTLED_S = 1.0
 """After an ingress replica is killed, requests that end later than this must all succeed."""
 RETRIED = re.compile(r"_Ingress \S+ (\S+) .*?-- (?:Preprocessor|Model) replica lost \(try")
@@ -46,6 +52,7 @@ def _config(classification_cfg: LensopsConfig, replicas: int) -> LensopsConfig:
     cfg.serve.watch_interval_s = 0
     cfg.serve.min_replicas = cfg.serve.max_replicas = replicas
     cfg.serve.ingress_min_replicas = cfg.serve.ingress_max_replicas = replicas
+    cfg.serve.log_flush_s = FLUSH_S
     return cfg
 
 
@@ -117,7 +124,21 @@ def test_a_retried_request_keeps_its_id_and_gets_its_answer(kills: dict[str, dic
     logged = "".join(path.read_text("utf-8") for path in serve_logs.glob(f"replica_{APP}_Ingress_*.log"))
     retried = {found for found in RETRIED.findall(logged) if found.startswith(f"{prefix}-")}
     assert retried, "no tier call was in flight on a killed replica"
-    assert retried <= answered, sorted(retried - answered)[:5]
+    assert retried <= answered.keys(), sorted(retried - answered.keys())[:5]
+
+
+def test_a_killed_ingress_loses_at_most_one_flush_window_of_the_prediction_log(
+    kills: dict[str, dict], classification_cfg: LensopsConfig
+) -> None:
+    """Every answer that came before the last flush window ahead of the ingress kill is logged."""
+    answered, killed = kills["loop"]["answered"], kills["Ingress"]["killed_at"]
+    log = classification_cfg.serve.log_path
+    must = {request_id for request_id, at in answered.items() if at < killed - FLUSH_S - WRITE_MARGIN_S}
+    assert len(must) > 100  # the window is a small part of the loop
+    logged = set(
+        store.read(log, store.PREDICTIONS, where=pads.field("request_id").isin(list(must)))["request_id"].to_pylist()
+    )
+    assert must <= logged, f"{len(must - logged)} answers lost, e.g. {sorted(must - logged)[:3]}"
 
 
 def test_deploying_a_changed_config_and_scaling_down_lose_no_request(

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import ray
 import requests
 import yaml
 from factories import encode, png_header_only
+from metrics_page import metric_total
 from PIL import Image
 from processes import listening, processes_named
 from ray import serve
@@ -137,12 +137,14 @@ def test_batch_keeps_order_and_isolates_a_bad_item(base_url: str, training_dir: 
     results = response.json()["results"]
     assert len(results) == 3
     assert results[1]["error"] == "not_image"
+    request_id = response.json()["request_id"]
+    assert [results[0]["request_id"], results[2]["request_id"]] == [f"{request_id}/0", f"{request_id}/2"]
     singles = [
         requests.post(f"{base_url}/predict", files={"file": ("x.png", d)}, timeout=60).json() for d in (clean, dusty)
     ]
     for got, want in zip([results[0], results[2]], singles, strict=True):
         # batched and single forward passes may differ in the last float bits
-        assert {k: v for k, v in got.items() if k not in ("confidence", "probabilities")} == {
+        assert {k: v for k, v in got.items() if k not in ("confidence", "probabilities", "request_id")} == {
             k: v for k, v in want.items() if k not in ("confidence", "probabilities", "request_id")
         }
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-4)
@@ -245,11 +247,7 @@ def _register_unloadable(mlflow_uri: str, first_version: str, tmp_path: Path) ->
 
 
 def _refresh_failures(reason: str) -> float:
-    """``ray_lensops_model_refresh_failures_total`` for ``reason`` on this node's metrics page."""
-    port = next(node["MetricsExportPort"] for node in ray.nodes() if node["Alive"])
-    page = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-    pattern = rf'^ray_lensops_model_refresh_failures_total{{[^}}]*reason="{reason}"[^}}]*}} ([0-9.e+]+)$'
-    return sum(float(value) for value in re.findall(pattern, page, flags=re.M))
+    return metric_total("ray_lensops_model_refresh_failures_total", reason=reason)
 
 
 def test_a_version_that_cannot_load_degrades_health_and_the_old_one_keeps_answering(
@@ -623,6 +621,8 @@ def test_with_api_keys_set_a_prediction_needs_one_of_them(guarded_url: str, trai
     assert _post(guarded_url, data, **{"X-API-Key": KEYS[0]}).status_code == 200
     assert _post(guarded_url, data, Authorization=f"Bearer {KEYS[1]}").status_code == 200
     assert requests.get(f"{guarded_url}/health", timeout=30).status_code == 200  # health needs no key
+    feedback = requests.post(f"{guarded_url}/feedback", json={"request_id": "any", "label": "clean"}, timeout=30)
+    assert feedback.status_code == 401 and feedback.json()["error"] == "unauthorized"
 
 
 def test_cors_headers_follow_the_configured_origins(guarded_url: str, base_url: str) -> None:

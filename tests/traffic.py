@@ -40,8 +40,8 @@ class RequestLoop:
     """(monotonic time it ended, seconds it took) per request, failed ones included."""
     failed_at: list[tuple[float, str]] = field(default_factory=list)
     """(monotonic time, what went wrong) per failed request."""
-    request_ids: set[str] = field(default_factory=set)
-    """The request id of every successful answer."""
+    request_ids: dict[str, float] = field(default_factory=dict)
+    """The request id of every successful answer, and when it came (monotonic time)."""
     id_prefix: str = field(default_factory=lambda: f"loop-{uuid.uuid4().hex[:8]}")
     network: Path | None = None
     _numbers: itertools.count = field(default_factory=itertools.count)
@@ -92,6 +92,6 @@ class RequestLoop:
                 if response.status_code == 200:
                     answer = response.json()
                     self.answers.append((time.monotonic(), answer["model"]["version"]))
-                    self.request_ids.add(answer["request_id"])
+                    self.request_ids[answer["request_id"]] = time.monotonic()
                 else:
                     self.failed_at.append((time.monotonic(), f"{response.status_code} {response.text[:200]}"))

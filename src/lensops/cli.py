@@ -231,6 +231,56 @@ def batch_predict(
         summary.write_text(json.dumps(outcome.summary(), indent=2))
 
 
+LogOption = Annotated[
+    str | None, typer.Option("--log", help="Prediction log folder or s3:// prefix; default: serve.log_path.")
+]
+
+
+def _log(cfg: LensopsConfig, log: str | None) -> str:
+    location = log or cfg.serve.log_path
+    if location is None:
+        raise ConfigError("no prediction log: pass --log or set serve.log_path")
+    return location
+
+
+@app.command("feedback-report")
+def feedback_report(
+    log: LogOption = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the report as an MLflow run.")] = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Join the prediction log with its feedback and judge each model version on it: the
+    task's metrics and per-class table (classification) or errors (regression)."""
+    from lensops.monitoring import report
+
+    cfg = _config(config, overrides)
+    location = _log(cfg, log)
+    judgements = report.feedback_report(cfg, location)
+    for line in report.lines(judgements):
+        typer.echo(line)
+    if mlflow:
+        typer.echo(f"mlflow run: {report.track(cfg, location, judgements)}")
+
+
+@app.command("compact-log")
+def compact_log(
+    log: LogOption = None,
+    retention_days: Annotated[int | None, typer.Option(help="Days kept; default: serve.log_retention_days.")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Remove the prediction log's days past the retention and merge each kept day's small parts."""
+    from lensops.monitoring.compaction import compact
+
+    cfg = _config(config, overrides)
+    outcome = compact(_log(cfg, log), retention_days or cfg.serve.log_retention_days)
+    for line in outcome.lines():
+        typer.echo(line)
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,

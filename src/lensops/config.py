@@ -200,6 +200,21 @@ class ServeConfig(Section):
     """Most images accepted by one ``/predict_batch`` request."""
     reload_token_env: str = "LENSOPS_RELOAD_TOKEN"
     """Environment variable holding the bearer token for ``POST /reload-model``."""
+    log_path: str | None = "prediction-log"
+    """Where the prediction log and feedback go: a folder or an ``s3://`` prefix; None: no log.
+    A relative folder is taken from where the application is built."""
+    log_sample_rate: float = Field(1.0, ge=0, le=1)
+    """Share of answered requests logged (drawn per request)."""
+    log_flush_s: float = Field(5.0, gt=0)
+    """Most seconds a record waits in memory: a crashed ingress replica loses at most this window."""
+    log_flush_records: int = Field(1000, ge=1)
+    """Records that make a flush before ``log_flush_s`` is up."""
+    log_max_buffered: int = Field(100_000, ge=1)
+    """Records kept in memory while the store fails; past it the oldest are dropped (and counted)."""
+    log_retention_days: int = Field(30, ge=1)
+    """Days of records ``lensops compact-log`` keeps."""
+    log_images: bool = False
+    """Also store each logged upload's bytes beside its record (for labelling)."""
 
     @model_validator(mode="after")
     def _replica_ranges(self) -> ServeConfig:

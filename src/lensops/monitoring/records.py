@@ -1,18 +1,23 @@
 """Prediction records: one versioned schema for what a model said about one image.
 
-Batch scoring writes one record per input file. Columns that only an online answer has
-(``request_id``, ``model_alias``) are null in batch rows, and ``path``/``folder`` are null in
-online ones, so one reader serves both. A change of columns bumps :data:`SCHEMA_VERSION`.
+Batch scoring writes one record per input file, the service one per answered image (the
+prediction log). Columns that only an online answer has (``request_id``, ``model_alias``) are
+null in batch rows, and ``path``/``folder`` are null in online ones, so one reader serves
+both. Feedback (the true answer for a logged prediction) has a schema of its own. A change of
+columns bumps :data:`SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from lensops.data.images import ImageCheck
 
 SCHEMA_VERSION = 1
 
@@ -47,6 +52,19 @@ SCHEMA = pa.schema(
 OK = "ok"
 REJECTED = "rejected"
 
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("request_id", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("model_name", pa.string()),  # of the logged prediction the truth is about
+        ("model_version", pa.string()),
+        ("label", pa.string()),  # classification
+        ("value", pa.float64()),  # regression
+    ]
+)
+"""Ground truth sent for a logged prediction (``POST /feedback``); the latest per request id counts."""
+
 
 def answer_columns(answer: Mapping[str, Any]) -> dict[str, Any]:
     """The prediction columns of one task answer (``prediction``, ``confidence``, ...)."""
@@ -60,15 +78,48 @@ def answer_columns(answer: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def input_columns(data: bytes, check: ImageCheck, image: np.ndarray) -> dict[str, Any]:
+    """The input columns of one accepted upload (its bytes, their check, its uint8 model input)."""
+    mean, std = (stat[0].tolist() for stat in input_facts(image[None]))
+    return {
+        "content_hash": hashlib.sha256(data).hexdigest(),
+        "input_format": check.format,
+        "input_width": check.width,
+        "input_height": check.height,
+        "input_mean": mean,
+        "input_std": std,
+    }
+
+
+def service_record(request_id: str, answer: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The log record of one answered upload (``answer`` with its ``model`` block)."""
+    model = answer["model"]
+    return {
+        "source": "service",
+        "request_id": request_id,
+        "scored_at": now(),
+        "model_name": model["name"],
+        "model_version": model["version"],
+        "model_alias": model.get("alias"),
+        "run_id": model["run_id"],
+        "dataset_version": model["dataset_version"],
+        "status": OK,
+        "reason": "",
+        "detail": "",
+        **answer_columns(answer),
+        **facts,
+    }
+
+
 def input_facts(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (0..1 units) of each uint8 model input (N, 3, H, W)."""
     scaled = images.astype(np.float32) / 255.0
     return scaled.mean(axis=(2, 3)), scaled.std(axis=(2, 3))
 
 
-def table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
-    """Records in :data:`SCHEMA`; absent columns are null."""
-    return pa.Table.from_pylist([{**row, "schema_version": SCHEMA_VERSION} for row in rows], schema=SCHEMA)
+def table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema = SCHEMA) -> pa.Table:
+    """Records in ``schema``; absent columns are null."""
+    return pa.Table.from_pylist([{**row, "schema_version": SCHEMA_VERSION} for row in rows], schema=schema)
 
 
 def now() -> datetime:

@@ -108,9 +108,11 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
     done = parts.scored_keys(output, info.name, info.version)
     rules = ImageRules(cfg.serve.min_side, cfg.serve.max_side, cfg.serve.max_pixels)
     fs, _ = storage.resolve(source)
-    checked = map_rows(
-        files, _read_and_check, {"fs": fs, "spec": spec.preprocess, "rules": rules, "done": done}, cfg.data
-    )
+    # read blocks of one scoring batch each: small jobs spread over every actor, and a block
+    # fused into an actor is scored in one pass
+    reading = cfg.data.model_copy(update={"decode_batch_size": cfg.batch.batch_size})
+    kwargs = {"fs": fs, "spec": spec.preprocess, "rules": rules, "done": done}
+    checked = map_rows(files, _read_and_check, kwargs, reading)
     use_gpu = _use_gpu(cfg.batch.device)
     scored = checked.map_batches(
         Scorer,

@@ -21,8 +21,11 @@ from ray.serve.handle import DeploymentHandle
 
 from lensops.config import ServeConfig
 from lensops.model.artifact import ModelSpec
+from lensops.monitoring import records
+from lensops.monitoring.log_writer import PredictionLog
 from lensops.serving.errors import ApiError
 from lensops.serving.following import logger
+from lensops.serving.inputs import Prepared
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Route, Router
 
@@ -41,39 +44,44 @@ class Answerer:
         router: Router,
         metrics: IngressMetrics,
         cfg: ServeConfig,
+        log: PredictionLog | None = None,
     ):
         # By value over the replicas' own gRPC servers, not through Ray's object store: the
         # images are small and answers are never passed on as ObjectRefs. Explicit, because a
         # handle's default is fixed where it was built (the driver), not where it is used.
         self.preprocessor = preprocessor.options(_by_reference=False)
         self.model = model.options(_by_reference=False)
-        self.router, self.metrics, self.cfg = router, metrics, cfg
+        self.router, self.metrics, self.cfg, self.log = router, metrics, cfg, log
         self.background: set[asyncio.Task[None]] = set()
 
     def model_for(self, version: str) -> DeploymentHandle:
         return self.model.options(multiplexed_model_id=version)
 
-    async def answer(self, data: bytes, route: Route) -> dict[str, Any]:
-        """The answer to one image from the version ``route`` names; ``ApiError`` if rejected."""
+    async def answer(self, data: bytes, route: Route, log_as: str | None = None) -> dict[str, Any]:
+        """The answer to one image from the version ``route`` names; ``ApiError`` if rejected.
+        With ``log_as`` (a request id) the answer goes to the prediction log under that id."""
         started, active = time.perf_counter(), route.answer
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
                 prepared = await self._prepare(data, active.spec)
-                answer = await self._reliably(lambda: self.model_for(active.version).predict.remote(prepared), "Model")
+                inputs = {active.spec.task.inputs[0]: prepared.image}
+                answer = await self._reliably(lambda: self.model_for(active.version).predict.remote(inputs), "Model")
         except TimeoutError:
             raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
         answer["model"] = {**answer["model"], "alias": active.alias}
         label = active.spec.task.metric_label(answer)
         self.metrics.answered(active.version, label, answer.get("confidence"), time.perf_counter() - started)
+        if log_as is not None and self.log is not None:
+            self.log.add(records.service_record(log_as, answer, prepared.facts), data)
         if route.shadow is not None:
-            self._in_background(self._shadow(route, answer, data, prepared))
+            self._in_background(self._shadow(route, answer, data, inputs))
         return answer
 
-    async def _prepare(self, data: bytes, spec: ModelSpec) -> dict[str, np.ndarray]:
+    async def _prepare(self, data: bytes, spec: ModelSpec) -> Prepared:
         prepared = await self._reliably(lambda: self.preprocessor.remote(data, spec.preprocess), "Preprocessor")
         if isinstance(prepared, ApiError):
             raise prepared
-        return {spec.task.inputs[0]: prepared}
+        return prepared
 
     async def _reliably(self, call: Callable[[], Awaitable[T]], tier: str) -> T:
         """``call()``, tried again when its replica was lost; 503 at once when the tier is full."""
@@ -96,13 +104,13 @@ class Answerer:
         self.background.add(task)  # the loop itself keeps only a weak reference
         task.add_done_callback(self.background.discard)
 
-    async def _shadow(self, route: Route, answer: dict[str, Any], data: bytes, prepared: dict[str, np.ndarray]) -> None:
+    async def _shadow(self, route: Route, answer: dict[str, Any], data: bytes, inputs: dict[str, np.ndarray]) -> None:
         """Predict an answered image with the challenger: logged and counted, never returned."""
         challenger = route.shadow
         try:
             if challenger.spec.preprocess != route.answer.spec.preprocess:
-                prepared = await self._prepare(data, challenger.spec)
-            shadow = await self.model_for(challenger.version).predict.remote(prepared)
+                inputs = {challenger.spec.task.inputs[0]: (await self._prepare(data, challenger.spec)).image}
+            shadow = await self.model_for(challenger.version).predict.remote(inputs)
         except Exception as exc:  # the client has its answer already; a failing challenger is only counted
             logger.warning("shadow v%s failed: %r", challenger.version, exc)
             self.router.compare(route, answer, None)

@@ -10,6 +10,7 @@ in the OpenAPI schema.
 # No `from __future__ import annotations` here: FastAPI reads the route signatures of the
 # class-based ingress at import time and needs real types (e.g. `request: Request`).
 import asyncio
+import random
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,12 +21,14 @@ from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from lensops.config import LensopsConfig
+from lensops.config import LensopsConfig, ServeConfig
+from lensops.monitoring.log_writer import LogSettings, PredictionLog
 from lensops.serving import contract
 from lensops.serving.access import Access, check_reload_token, load_api_keys
 from lensops.serving.answering import Answerer
 from lensops.serving.errors import ApiError
-from lensops.serving.inputs import InputLimits, read_images
+from lensops.serving.feedback import FeedbackDesk
+from lensops.serving.inputs import InputLimits, read_feedback, read_images
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Router
 from lensops.serving.versions import RegistryVersions
@@ -82,6 +85,14 @@ class Admission:
         self.ingress.inflight -= 1
 
 
+def prediction_log(cfg: ServeConfig, metrics: IngressMetrics) -> PredictionLog | None:
+    """The replica's prediction log writer; None when ``serve.log_path`` is not set."""
+    if cfg.log_path is None:
+        return None
+    settings = LogSettings(cfg.log_path, cfg.log_flush_s, cfg.log_flush_records, cfg.log_max_buffered, cfg.log_images)
+    return PredictionLog(settings, metrics)
+
+
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
@@ -93,11 +104,15 @@ class Ingress:
         self.limits = InputLimits.from_config(serve_cfg)
         self.metrics = IngressMetrics()
         self.access = api.state.access = Access(serve_cfg, load_api_keys(serve_cfg))
-        versions = RegistryVersions(runs.resolve_uri(self.cfg.tracking), name, model)
-        self.router = Router(serve_cfg, name, versions, self.metrics)
-        self.answerer = Answerer(preprocessor, model, self.router, self.metrics, serve_cfg)
+        self.versions = RegistryVersions(runs.resolve_uri(self.cfg.tracking), name, model)
+        self.router = Router(serve_cfg, name, self.versions, self.metrics)
+        self.log = prediction_log(serve_cfg, self.metrics)
+        self.answerer = Answerer(preprocessor, model, self.router, self.metrics, serve_cfg, self.log)
+        self.judge = FeedbackDesk(self.log, self.versions, self.metrics)
         self.inflight = 0
-        self.watcher = asyncio.get_running_loop().create_task(self.router.watch())
+        loop = asyncio.get_running_loop()
+        self.watcher = loop.create_task(self.router.watch())
+        self.flusher = loop.create_task(self.log.run()) if self.log else None
         # HAProxy sends a replica traffic once its constructor returns: by then it has loaded the
         # champion, or knows why it cannot (and answers 503 with that reason until it can).
         await self.router.first_refresh_done.wait()
@@ -118,10 +133,11 @@ class Ingress:
             with self._admitted(request):
                 route = self.router.route()
                 (data,) = await read_images(request, self.limits, many=False)
-                answer = await self.answerer.answer(data, route)
+                request_id = request.headers.get(REQUEST_ID, "")
+                answer = await self.answerer.answer(data, route, request_id if self._sampled() else None)
         except ApiError as exc:
             return self._reject(exc)
-        return JSONResponse({**answer, "request_id": request.headers.get(REQUEST_ID, "")})
+        return JSONResponse({**answer, "request_id": request_id})
 
     @api.post(
         "/predict_batch",
@@ -135,12 +151,31 @@ class Ingress:
             with self._admitted(request):
                 self.router.route()  # 503 before reading a body that no model could answer
                 images = await read_images(request, self.limits, many=True)
-                answers = (self.answerer.answer(data, self.router.route()) for data in images)
+                request_id, logged = request.headers.get(REQUEST_ID, ""), self._sampled()
+                ids = [contract.item_id(request_id, index) for index in range(len(images))]
+                answers = (
+                    self.answerer.answer(data, self.router.route(), item if logged else None)
+                    for data, item in zip(images, ids, strict=True)
+                )
                 results = await asyncio.gather(*answers, return_exceptions=True)
         except ApiError as exc:
             return self._reject(exc)
-        items = [self._item(r) for r in results]
-        return JSONResponse({"results": items, "request_id": request.headers.get(REQUEST_ID, "")})
+        items = [self._item(r, item) for r, item in zip(results, ids, strict=True)]
+        return JSONResponse({"results": items, "request_id": request_id})
+
+    @api.post(
+        "/feedback",
+        summary="Record the true label (or value) of a logged prediction",
+        **contract.route_docs(contract.FeedbackAnswer, contract.FEEDBACK_ERRORS, contract.FEEDBACK_BODY),
+    )
+    async def feedback(self, request: Request) -> JSONResponse:
+        try:
+            with self._admitted(request):
+                sent = await read_feedback(request, self.limits)
+                answer = await self.judge.record(sent.request_id, sent.truth())
+        except ApiError as exc:
+            return self._reject(exc)
+        return JSONResponse(answer)
 
     @api.get("/health", **contract.health_docs())
     async def health(self) -> JSONResponse:
@@ -193,13 +228,23 @@ class Ingress:
         self.access.let_in(request.headers, request.client.host if request.client else None)
         return Admission(self)
 
-    def _item(self, result: dict[str, Any] | BaseException) -> dict[str, Any]:
+    def _sampled(self) -> bool:
+        """Whether this request's answers go to the prediction log (``serve.log_sample_rate``)."""
+        return self.log is not None and random.random() < self.cfg.serve.log_sample_rate
+
+    def _item(self, result: dict[str, Any] | BaseException, item_id: str) -> dict[str, Any]:
         if isinstance(result, ApiError):
             self.metrics.rejected(result.code)
             return result.body()
         if isinstance(result, BaseException):
             raise result
-        return result
+        return {**result, "request_id": item_id}
+
+    async def __del__(self) -> None:
+        """Serve calls this when the replica shuts down gracefully: what the log holds is written."""
+        if self.flusher is not None:
+            self.flusher.cancel()
+            await self.log.flush()
 
     def _reject(self, exc: ApiError) -> JSONResponse:
         self.metrics.rejected(exc.code)

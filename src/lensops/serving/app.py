@@ -8,9 +8,12 @@ flight finish on the old version, new ones go to the new version, no replica res
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ray import serve
 
 from lensops.config import LensopsConfig
+from lensops.data import storage
 from lensops.serving.api import Ingress
 from lensops.serving.inputs import InputLimits
 from lensops.serving.tiers import Model, Preprocessor
@@ -37,6 +40,8 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
     token); with ``serve deploy`` use the application's ``runtime_env`` instead."""
     cfg = cfg.model_copy(deep=True)
     cfg.tracking.tracking_uri = runs.resolve_uri(cfg.tracking)  # replicas run elsewhere
+    if cfg.serve.log_path and not storage.is_s3(cfg.serve.log_path):
+        cfg.serve.log_path = str(Path(cfg.serve.log_path).expanduser().resolve())
     serve_cfg = cfg.serve
     autoscaling = {
         "min_replicas": serve_cfg.min_replicas,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lensops.serving.errors import STATUS
 
@@ -50,9 +50,50 @@ class PredictAnswer(Answer):
     request_id: str = REQUEST_ID_FIELD
 
 
+class BatchItem(Answer):
+    request_id: str = Field(description="This image's id in the prediction log: `<request id>/<index>`.")
+
+
+def item_id(request_id: str, index: int) -> str:
+    """The id one image of a ``/predict_batch`` request is logged (and given feedback) under."""
+    return f"{request_id}/{index}"
+
+
 class BatchAnswer(BaseModel):
-    results: list[Answer | ErrorBody] = Field(description="One per image, in order; a bad image is an error entry.")
+    results: list[BatchItem | ErrorBody] = Field(description="One per image, in order; a bad image is an error entry.")
     request_id: str = REQUEST_ID_FIELD
+
+
+class FeedbackBody(BaseModel):
+    """The truth about one logged prediction: ``label`` for a classifier, ``value`` for a regression."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, description="The prediction's request id (`<id>/<index>` in a batch).")
+    label: str | None = None
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _one_truth(self) -> FeedbackBody:
+        if (self.label is None) == (self.value is None):
+            raise ValueError("send exactly one of 'label' (classification) or 'value' (regression)")
+        return self
+
+    def truth(self) -> str | float:
+        return self.label if self.label is not None else self.value  # type: ignore[return-value]
+
+
+class FeedbackModel(BaseModel):
+    name: str
+    version: str
+
+
+class FeedbackAnswer(BaseModel):
+    request_id: str
+    model: FeedbackModel = Field(description="The version that made the prediction.")
+    prediction: str | float = Field(description="What it predicted then.")
+    metric: str = Field(description="The task's live metric, e.g. accuracy or mae.")
+    score: float = Field(description="That metric for this one prediction (1 or 0 for accuracy).")
 
 
 Base64 = Annotated[str, Field(min_length=1, json_schema_extra={"format": "byte"})]
@@ -115,13 +156,13 @@ MEANING = {
     400: "The request is malformed: a missing field, bad JSON or base64.",
     401: "An API key (or the reload token) is missing or wrong.",
     403: "Reloads are disabled (no token configured).",
-    404: "The registry has no such version or alias.",
+    404: "No such version or alias in the registry, or no logged prediction with that request id.",
     413: "The request, an image or the number of images is over its limit.",
     415: "Not an image, or a format or content type the service does not take.",
-    422: "An image that cannot be decoded: truncated, corrupt or too small.",
+    422: "An image that cannot be decoded (truncated, corrupt, too small), or a label the model does not know.",
     429: "Over the rate limit.",
     502: "The new version cannot be loaded.",
-    503: "No model loaded yet, the registry unreachable, or the service overloaded.",
+    503: "No model loaded yet, the registry or the prediction log unreachable, or the service overloaded.",
     504: "The answer did not come within the request's deadline.",
 }
 
@@ -141,6 +182,8 @@ def route_docs(
 
 
 PREDICT_ERRORS = {400, 401, 413, 415, 422, 429, 503, 504}
+FEEDBACK_ERRORS = {400, 401, 404, 413, 415, 422, 429, 503}
+FEEDBACK_BODY = {"application/json": {"schema": FeedbackBody.model_json_schema()}}
 REQUEST_ID = {
     "X-Request-ID": {
         "description": "The request's id (the client's own, if it sent one).",

@@ -22,6 +22,12 @@ STATUS: dict[str, int] = {
     "too_many_images": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,
+    # feedback
+    "invalid_feedback": 400,
+    "feedback_disabled": 404,
+    "unknown_request": 404,
+    "unknown_label": 422,
+    "log_unavailable": 503,
     # the image (the training data's own rules)
     Issue.NOT_IMAGE.value: 415,
     Issue.TOO_LARGE.value: 413,
@@ -46,6 +52,7 @@ RETRY_AFTER_S: dict[str, float] = {
     "replica_unavailable": 1,
     "model_unavailable": 5,
     "registry_unavailable": 10,
+    "log_unavailable": 10,
 }
 """When a client should try again after an answer with this code (``Retry-After``), unless the
 error says otherwise."""

@@ -11,16 +11,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from lensops.config import ServeConfig
 from lensops.data.images import load_served_image
 from lensops.model.preprocess import PreprocessSpec, image_to_uint8
+from lensops.monitoring import records
+from lensops.serving.contract import FeedbackBody
 from lensops.serving.errors import ApiError
+
+FEEDBACK_MAX_BYTES = 64 * 1024
 
 
 class InputLimits(BaseModel):
@@ -63,6 +69,22 @@ async def read_images(request: Request, limits: InputLimits, many: bool) -> list
     if len(images) > most:
         raise ApiError("too_many_images", f"{len(images)} images; send at most {most}")
     return images
+
+
+async def read_feedback(request: Request, limits: InputLimits) -> FeedbackBody:
+    """The JSON body of ``POST /feedback``."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        raise ApiError("unsupported_media_type", "send feedback as application/json")
+    body = await _body(request, FEEDBACK_MAX_BYTES)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise ApiError("invalid_json", "request body is not valid JSON") from None
+    try:
+        return FeedbackBody.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise ApiError("invalid_feedback", problems) from None
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -116,12 +138,27 @@ def decode_base64(text: object) -> bytes:
         raise ApiError("invalid_base64", f"image is not valid base64: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One accepted upload: the model's uint8 (3, H, W) input, and what the prediction log
+    records about it (:func:`lensops.monitoring.records.input_columns`)."""
+
+    image: np.ndarray
+    facts: dict[str, Any]
+
+
 def prepare(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> np.ndarray:
     """Check one uploaded image and turn it into the model's uint8 (3, H, W) input."""
+    return examine(data, spec, limits).image
+
+
+def examine(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> Prepared:
+    """:func:`prepare`, with the facts the prediction log keeps about the upload."""
     if len(data) > limits.max_bytes:
         raise ApiError("request_too_large", f"image has {len(data)} bytes; the limit is {limits.max_bytes}")
     check, image = load_served_image(data, limits.min_side, limits.max_side, limits.max_pixels)
     if image is None:
         raise ApiError(check.issue.value, check.detail)
     with image:
-        return image_to_uint8(image, spec)
+        pixels = image_to_uint8(image, spec)
+    return Prepared(pixels, records.input_columns(data, check, pixels))

@@ -62,6 +62,34 @@ class IngressMetrics:
             tag_keys=("reason",),
         )
 
+        self.logged = Counter(
+            "lensops_prediction_log_rows_total", description="Prediction records written to the prediction log."
+        )
+        self.flush_latency = Histogram(
+            "lensops_prediction_log_flush_ms",
+            description="Time to write one flush of the prediction log.",
+            boundaries=LATENCY_MS,
+        )
+        self.log_failures = Counter(
+            "lensops_prediction_log_failures_total",
+            description="Prediction log flushes that failed (their records wait for the next one).",
+        )
+        self.dropped = Counter(
+            "lensops_prediction_log_dropped_total",
+            description="Records dropped because serve.log_max_buffered were already waiting for the store.",
+        )
+        self.feedback = Counter(
+            "lensops_feedback_total",
+            description="Ground-truth feedback received, by the version that predicted and the task's live metric.",
+            tag_keys=("model_version", "metric"),
+        )
+        self.feedback_score = Counter(
+            "lensops_feedback_score_total",
+            description="Sum of the task's live metric (accuracy, absolute error) over feedback; "
+            "divided by lensops_feedback_total it is the live metric.",
+            tag_keys=("model_version", "metric"),
+        )
+
     def answered(self, version: str, label: str, confidence: float | None, seconds: float) -> None:
         self.predictions.inc(tags={"model_version": version, "label": label})
         self.latency.observe(seconds * 1000, tags={"model_version": version})
@@ -80,6 +108,22 @@ class IngressMetrics:
 
     def refresh_failed(self, code: str) -> None:
         self.refresh_failures.inc(tags={"reason": code})
+
+    def log_written(self, rows: int, seconds: float) -> None:
+        self.logged.inc(rows)
+        self.flush_latency.observe(seconds * 1000)
+
+    def log_failed(self) -> None:
+        self.log_failures.inc()
+
+    def log_dropped(self, rows: int) -> None:
+        self.dropped.inc(rows)
+
+    def judged(self, version: str, metric: str, score: float) -> None:
+        """One piece of feedback about a prediction of ``version``, and its ``metric`` score."""
+        self.feedback.inc(tags={"model_version": version, "metric": metric})
+        if score > 0:  # a Ray counter only goes up; no series yet reads as a sum of 0
+            self.feedback_score.inc(score, tags={"model_version": version, "metric": metric})
 
     def shadowed(self, version: str, champion_version: str, agrees: bool | None) -> None:
         """A shadow prediction and whether it agreed with the champion (None: it failed)."""

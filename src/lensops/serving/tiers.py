@@ -1,7 +1,7 @@
 """The tiers behind the ingress: CPU preprocessing, and batched model replicas.
 
 * ``Preprocessor`` checks and decodes one upload with the model's own preprocessing spec and
-  passes uint8 on (never float32).
+  passes uint8 on (never float32), with the facts the prediction log keeps about the upload.
 * ``Model`` holds registered versions with ``@serve.multiplexed`` (the version number is the
   model id) and answers with ``@serve.batch``; a batch never mixes versions.
 """
@@ -18,7 +18,7 @@ from ray import serve
 from lensops.model.forward import Predictor
 from lensops.model.preprocess import PreprocessSpec
 from lensops.serving.errors import ApiError
-from lensops.serving.inputs import InputLimits, prepare
+from lensops.serving.inputs import InputLimits, Prepared, examine
 from lensops.serving.metrics import ModelMetrics
 from lensops.tracking.registry import load_predictor
 
@@ -41,9 +41,9 @@ class Preprocessor:
     def __init__(self, limits: dict[str, int]):
         self.limits = InputLimits.model_validate(limits)
 
-    def __call__(self, data: bytes, spec: PreprocessSpec) -> np.ndarray | ApiError:
+    def __call__(self, data: bytes, spec: PreprocessSpec) -> Prepared | ApiError:
         try:
-            return prepare(data, spec, self.limits)
+            return examine(data, spec, self.limits)
         except ApiError as exc:  # returned, not raised: a rejected image is an answer, not a failure
             return exc
 

@@ -19,6 +19,7 @@ class RegistryVersions:
 
     def __init__(self, uri: str, name: str, model: DeploymentHandle):
         self.uri, self.name, self.model = uri, name, model
+        self.specs: dict[str, ModelSpec] = {}
         # A read of an unreachable registry should fail in seconds, and the watch try again later
         # (with backoff), rather than hold the watch for MLflow's default minutes of retries.
         for variable, value in FAIL_FAST.items():
@@ -29,6 +30,15 @@ class RegistryVersions:
 
     async def load_spec(self, found: RegisteredVersion) -> ModelSpec:
         return await asyncio.to_thread(registry.load_spec, self.uri, found)
+
+    async def spec_of(self, version: str) -> ModelSpec:
+        """The spec of a version by number, read once per replica (a version never changes)."""
+        if version not in self.specs:
+            found = await self.find(version)
+            if found is None:
+                raise LookupError(f"registered model '{self.name}' has no version {version}")
+            self.specs[version] = await self.load_spec(found)
+        return self.specs[version]
 
     async def warm(self, version: str) -> None:
         """Load the version on a model replica before it gets traffic."""

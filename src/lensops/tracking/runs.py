@@ -170,13 +170,16 @@ def log_text(uri: str, run_id: str, text: str, path: str) -> None:
     client(uri).log_text(run_id, text, path)
 
 
-def log_report(uri: str, run_id: str, report: Report) -> None:
-    """A task's test report: its text, figures and tables as artifacts of the run."""
-    log_text(uri, run_id, report.text, "evaluation/test_report.txt")
+def log_report(
+    uri: str, run_id: str, report: Report, under: str = "", text: str = "evaluation/test_report.txt"
+) -> None:
+    """A task's report: its ``text``, figures and tables as artifacts of the run, ``under`` a folder."""
+    prefix = f"{under.rstrip('/')}/" if under else ""
+    log_text(uri, run_id, report.text, f"{prefix}{text}")
     for path, figure in report.figures.items():
-        log_figure(uri, run_id, figure, path)
+        log_figure(uri, run_id, figure, f"{prefix}{path}")
     for path, table in report.tables.items():
-        log_dict(uri, run_id, table, path)
+        log_dict(uri, run_id, table, f"{prefix}{path}")
 
 
 def log_directory(uri: str, run_id: str, directory: Path, artifact_path: str) -> str:

@@ -53,6 +53,9 @@ class Task(ABC):
     promotion_metric: ClassVar[str]
     """Test metric that decides champion against challenger unless the config names another."""
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
+    live_metric: ClassVar[str | None] = None
+    """A metric of :meth:`metrics` that is a mean over examples, which the service keeps from
+    ground-truth feedback one example at a time; None: the task takes no feedback."""
 
     # ---- configuration and data ------------------------------------------------------------
 
@@ -110,6 +113,22 @@ class Task(ABC):
     def metric_label(self, answer: Mapping[str, Any]) -> str:
         """The ``label`` of an answer in the service's prediction counter."""
         return str(answer["prediction"])
+
+    # ---- feedback (the truth about a logged prediction) ------------------------------------
+
+    def target_of(self, truth: object, classes: Sequence[str]) -> Any:
+        """The target that ``truth`` (the ``label`` or ``value`` sent as feedback) states;
+        ``ValueError`` saying why when this model cannot have predicted it."""
+        raise ValueError(f"{self.name} models take no feedback")
+
+    def outputs_of(self, logged: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> np.ndarray:
+        """The activated outputs of logged answers (prediction-log records), as :meth:`metrics` takes them."""
+        raise NotImplementedError(f"{self.name} models take no feedback")
+
+    def live_score(self, logged: Mapping[str, Any], target: Any, classes: Sequence[str]) -> float:
+        """:attr:`live_metric` of one logged answer against its target."""
+        outputs = self.outputs_of([logged], classes)
+        return self.metrics(np.asarray([target]), outputs, classes)[self.live_metric or ""]
 
     # ---- evaluation ---------------------------------------------------------------------
 

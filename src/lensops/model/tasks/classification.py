@@ -21,6 +21,7 @@ class Classification(Task):
     name = "classification"
     epoch_metrics = ("accuracy",)
     promotion_metric = "macro_f1"
+    live_metric = "accuracy"
 
     def targets(self, rows: pd.DataFrame, target_column: str | None) -> np.ndarray:
         return rows["label_index"].to_numpy(dtype=np.int64)
@@ -43,6 +44,14 @@ class Classification(Task):
 
     def agrees(self, first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
         return first["prediction"] == second["prediction"]
+
+    def target_of(self, truth: object, classes: Sequence[str]) -> int:
+        if not isinstance(truth, str) or truth not in classes:
+            raise ValueError(f"label {truth!r} is not one of the model's classes: {', '.join(classes)}")
+        return list(classes).index(truth)
+
+    def outputs_of(self, logged: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> np.ndarray:
+        return np.array([[dict(row["probabilities"])[c] for c in classes] for row in logged], dtype=np.float64)
 
     def metrics(self, targets: np.ndarray, outputs: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
         matrix = confusion(targets, outputs.argmax(1), len(classes))

@@ -25,6 +25,7 @@ class Regression(Task):
     epoch_metrics = ("mae",)
     promotion_metric = "mae"
     lower_is_better = frozenset({"loss", "mae", "rmse"})
+    live_metric = "mae"
 
     def check_config(self, cfg: LensopsConfig) -> None:
         if not cfg.data.target_column:
@@ -55,6 +56,14 @@ class Regression(Task):
 
     def metric_label(self, answer: Mapping[str, Any]) -> str:
         return "value"  # a number per answer would make one time series per value
+
+    def target_of(self, truth: object, classes: Sequence[str]) -> float:
+        if isinstance(truth, bool) or not isinstance(truth, int | float) or not np.isfinite(truth):
+            raise ValueError(f"a regression model takes a finite number as its value, not {truth!r}")
+        return float(truth)
+
+    def outputs_of(self, logged: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> np.ndarray:
+        return np.array([row["value"] for row in logged], dtype=np.float64)
 
     def metrics(self, targets: np.ndarray, outputs: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
         errors = outputs - targets
