@@ -253,7 +253,7 @@ def test_a_truth_the_model_cannot_have_predicted_is_refused_with_the_reason(
 )
 def test_feedback_needs_a_request_id_and_exactly_one_truth(body: dict) -> None:
     with pytest.raises(ValueError):
-        FeedbackBody.model_validate(body)
+        FeedbackBody.validate_python(body)
 
 
 def test_input_columns_describe_the_upload_and_the_model_input() -> None:

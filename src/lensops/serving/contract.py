@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from lensops.serving.errors import STATUS
 
@@ -64,23 +64,32 @@ class BatchAnswer(BaseModel):
     request_id: str = REQUEST_ID_FIELD
 
 
-class FeedbackBody(BaseModel):
-    """The truth about one logged prediction: ``label`` for a classifier, ``value`` for a regression."""
+class LabelFeedback(BaseModel):
+    """The true label of a classifier's logged prediction."""
 
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, description="The prediction's request id (`<id>/<index>` in a batch).")
-    label: str | None = None
-    value: float | None = None
-
-    @model_validator(mode="after")
-    def _one_truth(self) -> FeedbackBody:
-        if (self.label is None) == (self.value is None):
-            raise ValueError("send exactly one of 'label' (classification) or 'value' (regression)")
-        return self
+    label: str
 
     def truth(self) -> str | float:
-        return self.label if self.label is not None else self.value  # type: ignore[return-value]
+        return self.label
+
+
+class ValueFeedback(BaseModel):
+    """The true value of a regression model's logged prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, description="The prediction's request id (`<id>/<index>` in a batch).")
+    value: float
+
+    def truth(self) -> str | float:
+        return self.value
+
+
+FeedbackBody = TypeAdapter(LabelFeedback | ValueFeedback)
+"""``POST /feedback``'s body: a request id and exactly one of ``label`` and ``value``."""
 
 
 class FeedbackModel(BaseModel):
@@ -183,7 +192,9 @@ def route_docs(
 
 PREDICT_ERRORS = {400, 401, 413, 415, 422, 429, 503, 504}
 FEEDBACK_ERRORS = {400, 401, 404, 413, 415, 422, 429, 503}
-FEEDBACK_BODY = {"application/json": {"schema": FeedbackBody.model_json_schema()}}
+FEEDBACK_BODY = {
+    "application/json": {"schema": {"anyOf": [LabelFeedback.model_json_schema(), ValueFeedback.model_json_schema()]}}
+}
 REQUEST_ID = {
     "X-Request-ID": {
         "description": "The request's id (the client's own, if it sent one).",

@@ -23,7 +23,7 @@ from lensops.config import ServeConfig
 from lensops.data.images import load_served_image
 from lensops.model.preprocess import PreprocessSpec, image_to_uint8
 from lensops.monitoring import records
-from lensops.serving.contract import FeedbackBody
+from lensops.serving.contract import FeedbackBody, LabelFeedback, ValueFeedback
 from lensops.serving.errors import ApiError
 
 FEEDBACK_MAX_BYTES = 64 * 1024
@@ -71,7 +71,7 @@ async def read_images(request: Request, limits: InputLimits, many: bool) -> list
     return images
 
 
-async def read_feedback(request: Request, limits: InputLimits) -> FeedbackBody:
+async def read_feedback(request: Request, limits: InputLimits) -> LabelFeedback | ValueFeedback:
     """The JSON body of ``POST /feedback``."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise ApiError("unsupported_media_type", "send feedback as application/json")
@@ -80,8 +80,10 @@ async def read_feedback(request: Request, limits: InputLimits) -> FeedbackBody:
         document = json.loads(body)
     except ValueError:
         raise ApiError("invalid_json", "request body is not valid JSON") from None
+    if not isinstance(document, dict) or ("label" in document) == ("value" in document):
+        raise ApiError("invalid_feedback", "send a JSON object with exactly one of 'label' (classification) or 'value'")
     try:
-        return FeedbackBody.model_validate(document)
+        return FeedbackBody.validate_python(document)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise ApiError("invalid_feedback", problems) from None
