@@ -32,6 +32,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from lensops.config import load_config
+from lensops.monitoring.alerting import PREFIX, AlertReceivers, alertmanager_config
 from lensops.runtime import SERVE_DATA_PATH
 from lensops.serving import metrics as serving_metrics
 
@@ -227,9 +228,8 @@ def test_compose_file_matches_the_compose_specification() -> None:
 
 
 def test_compose_stack_has_the_services_of_the_platform() -> None:
-    assert {"ray-head", "ray-worker", "mlflow", "postgres", "minio", "minio-init", "prometheus", "grafana"} <= set(
-        services()
-    )
+    platform = {"ray-head", "ray-worker", "mlflow", "postgres", "minio", "minio-init", "prometheus", "grafana"}
+    assert platform | {"alertmanager-config", "alertmanager"} <= set(services())
 
 
 def test_compose_dependencies_exist_and_their_conditions_can_be_met() -> None:
@@ -343,13 +343,56 @@ def test_alerts_fire_on_their_symptoms_in_promtool_unit_tests() -> None:
     promtool("test", "rules", "alerts.test.yml")
 
 
+def test_prometheus_sends_alerts_to_the_stacks_alertmanager() -> None:
+    (manager,) = prometheus_config()["alerting"]["alertmanagers"]
+    (target,) = manager["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host in services() and services()[host]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert depends_on(services()[host])["alertmanager-config"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_passes_only_alert_variables_that_lensops_reads() -> None:
+    passed = set(services()["alertmanager-config"]["environment"])
+    read = {f"{PREFIX}{name.upper()}" for name in AlertReceivers.model_fields}
+    assert passed <= read and {f"{PREFIX}WEBHOOK_URL", f"{PREFIX}EMAIL_TO", f"{PREFIX}SMTP_PASSWORD"} <= passed
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"WEBHOOK_URL": "http://hooks.example/lensops"},
+        {"EMAIL_TO": "ops@example.org", "EMAIL_FROM": "lensops@example.org", "SMTP_SMARTHOST": "smtp.example.org:587"},
+        {
+            "WEBHOOK_URL": "http://hooks.example/lensops",
+            "EMAIL_TO": "a@example.org,b@example.org",
+            "EMAIL_FROM": "lensops@example.org",
+            "SMTP_SMARTHOST": "smtp.example.org:587",
+            "SMTP_USERNAME": "lensops",
+            "SMTP_PASSWORD": "secret",
+        },
+    ],
+    ids=["no-receiver", "webhook", "email", "both"],
+)
+def test_amtool_accepts_the_rendered_alertmanager_config(env: dict[str, str], tmp_path: Path) -> None:
+    receivers = AlertReceivers.from_env({f"{PREFIX}{key}": value for key, value in env.items()})
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(receivers)))
+    binary = shutil.which("amtool")
+    assert binary, "amtool is missing: `make system-packages` installs Debian's prometheus-alertmanager package"
+    done = subprocess.run([binary, "check-config", "alertmanager.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_alerts_cover_errors_latency_replicas_and_rejected_inputs() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert {
         "LensopsHighErrorRate",
         "LensopsHighP99Latency",
         "LensopsNoHealthyModelReplicas",
+        "LensopsModelDegraded",
         "LensopsRejectedInputSpike",
+        "LensopsPredictionLogFailing",
+        "LensopsLiveAccuracyLow",
     } <= names
     for rule in alert_rules():
         assert rule["labels"]["severity"] in {"page", "warning", "info"}

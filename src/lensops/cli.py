@@ -281,6 +281,30 @@ def compact_log(
         typer.echo(line)
 
 
+@app.command("alertmanager-config")
+def alertmanager_config(
+    out: Annotated[Path | None, typer.Option(help="Write the YAML here instead of printing it.")] = None,
+) -> None:
+    """Alertmanager's configuration from the LENSOPS_ALERT_* variables (webhook, e-mail)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from lensops.monitoring.alerting import PREFIX, AlertReceivers
+    from lensops.monitoring.alerting import alertmanager_config as render
+
+    try:
+        receivers = AlertReceivers.from_env()
+    except ValidationError as exc:
+        raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    text = yaml.safe_dump(render(receivers), sort_keys=False)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+    if not receivers.configured:
+        typer.echo(f"no receiver: set {PREFIX}WEBHOOK_URL or {PREFIX}EMAIL_TO; alerts stay in Alertmanager", err=True)
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
