@@ -38,6 +38,7 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cfg(classification_cfg: LensopsConfig, log_dir: Path) -> LensopsConfig:
     chosen = classification_cfg.model_copy(deep=True)
     chosen.tracking.registered_model = NAME
+    chosen.tracking.experiment = "test-feedback"  # its feedback-report run, apart from the shared fit's
     chosen.serve.watch_interval_s = 0
     chosen.serve.max_replicas = 1
     chosen.serve.log_path = str(log_dir)
