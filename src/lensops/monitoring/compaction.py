@@ -52,9 +52,8 @@ def compact(log: str, retention_days: int, today: date | None = None) -> Compact
 def _merge_day(folder: str, kind: str, outcome: Compaction) -> None:
     fs, root = storage.resolve(folder)
     by_folder: dict[str, list[str]] = defaultdict(list)
-    for path, _ in storage.visible_files(fs, root):
-        if path.endswith(".parquet"):
-            by_folder[path.rsplit("/", 1)[0]].append(path)
+    for path in store.parts_under(fs, root):
+        by_folder[path.rsplit("/", 1)[0]].append(path)
     for leaf, found in by_folder.items():
         if len(found) < 2:
             continue

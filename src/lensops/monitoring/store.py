@@ -10,7 +10,7 @@ column themselves, so readers ignore the names (no hive partitioning).
 
 A prediction is unique by request id, and readers hold to it (:func:`unique`): a client that
 retries with the same ``X-Request-ID`` after a lost answer may have been logged by two ingress
-replicas, and a flush tried again after a failure may write a part twice.
+replicas, and compaction's merged part exists beside the parts it replaces for a moment.
 """
 
 from __future__ import annotations
@@ -95,8 +95,13 @@ def files(
     found = []
     for day in chosen:
         _, root = storage.resolve(day_folder(log, kind, day))
-        found += [path for path, _ in storage.visible_files(fs, root) if path.endswith(".parquet")]
+        found += parts_under(fs, root)
     return fs, found
+
+
+def parts_under(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The parquet parts at any depth under ``root`` (hidden, unfinished ones left out)."""
+    return [path for path, _ in storage.visible_files(fs, root) if path.endswith(".parquet")]
 
 
 def read(log: str, kind: str, since: date | None = None, where: pads.Expression | None = None) -> pa.Table:

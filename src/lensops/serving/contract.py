@@ -64,24 +64,24 @@ class BatchAnswer(BaseModel):
     request_id: str = REQUEST_ID_FIELD
 
 
-class LabelFeedback(BaseModel):
-    """The true label of a classifier's logged prediction."""
-
+class _Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, description="The prediction's request id (`<id>/<index>` in a batch).")
+
+
+class LabelFeedback(_Feedback):
+    """The true label of a classifier's logged prediction."""
+
     label: str
 
     def truth(self) -> str | float:
         return self.label
 
 
-class ValueFeedback(BaseModel):
+class ValueFeedback(_Feedback):
     """The true value of a regression model's logged prediction."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    request_id: str = Field(min_length=1, description="The prediction's request id (`<id>/<index>` in a batch).")
     value: float
 
     def truth(self) -> str | float:
