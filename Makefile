@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 # Debian packages the tests drive for real, installed once when missing: a headless browser
 # (upload page), promtool (Prometheus config and alert rules) and PostgreSQL (MLflow server).
-SYSTEM_TOOLS := chromium:chromium chromedriver:chromium-driver promtool:prometheus amtool:prometheus-alertmanager initdb:postgresql
+SYSTEM_TOOLS := chromium:chromium chromedriver:chromium-driver promtool:prometheus amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway initdb:postgresql
 system-packages:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do tool=$${pair%%:*}; \
 	  command -v $$tool >/dev/null || ls /usr/lib/postgresql/*/bin/$$tool >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \

@@ -121,6 +121,13 @@ def start_ray(attempts: int = 3) -> None:
 # ---- statistics ---------------------------------------------------------------------------
 
 
+def alternating(sides: Sequence[str], rounds: int) -> Iterator[list[str]]:
+    """The order of ``sides`` in each round, reversed every other round: host drift between
+    minutes then lands on both sides alike instead of in their ratio."""
+    for index in range(rounds):
+        yield list(sides) if index % 2 == 0 else list(reversed(sides))
+
+
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
     """``{"p50": ..., ...}`` of ``values`` (NaN when empty)."""
     if not values:

@@ -37,6 +37,7 @@ from lensops.tracking import registry
 from _common import (
     Column,
     add_model_flags,
+    alternating,
     check_device,
     console,
     cores,
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parsed.add_argument("--rounds", type=int, default=3, help="measured rounds of both sides")
     args = parsed.parse_args(argv)
     if args.smoke:
-        args.arch, args.weights, args.image_size, args.count, args.size, args.rounds = "resnet18", "none", 64, 24, 96, 2
+        args.arch, args.weights, args.image_size, args.count, args.size, args.rounds = "resnet18", "none", 64, 24, 96, 1
     return args
 
 
@@ -100,8 +101,7 @@ def measure(args: argparse.Namespace, work: Path, folder: Path, uri: str) -> lis
         "plain": lambda index: plain_round(uri, files, args.batch_size, args.device),
     }
     rows = []
-    for index in range(args.rounds):
-        order = ["lensops", "plain"] if index % 2 == 0 else ["plain", "lensops"]
+    for index, order in enumerate(alternating(list(sides), args.rounds)):
         rates = {name: timed(lambda name=name, index=index: sides[name](index)) for name in order}
         rows.append({"round": index + 1, "first": order[0], **rates, "ratio": rates["lensops"] / rates["plain"]})
         console.print(f"round {index + 1}: lensops {rates['lensops']:.1f} img/s, plain {rates['plain']:.1f} img/s")

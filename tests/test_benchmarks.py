@@ -76,7 +76,7 @@ def test_batch_predict_smoke(tmp_path: Path) -> None:
     stdout, result = run_smoke("batch_predict", tmp_path)
     assert "batch scoring:" in stdout and "plain loop" in stdout
     rounds = result["results"]["rounds"]
-    assert [r["first"] for r in rounds] == ["lensops", "plain"]
+    assert [r["first"] for r in rounds] == ["lensops"]  # the smoke run measures one round
     for row in rounds:
         assert positive(row["lensops"]) and positive(row["plain"]) and positive(row["ratio"]), row
     assert positive(result["results"]["median_ratio"])

@@ -32,6 +32,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from lensops.config import load_config
+from lensops.monitoring import trigger
 from lensops.monitoring.alerting import PREFIX, AlertReceivers, alertmanager_config
 from lensops.runtime import SERVE_DATA_PATH
 from lensops.serving import metrics as serving_metrics
@@ -507,7 +508,8 @@ def test_lensops_metric_declarations_are_found() -> None:
 
 
 def test_dashboards_and_alerts_query_only_metrics_that_exist() -> None:
-    known = set(lensops_metrics()) | ray_serve_metrics() | {rule["record"] for rule in recording_rules()}
+    pushed = set(trigger.GAUGES)  # the drift monitor's, through the Pushgateway
+    known = set(lensops_metrics()) | ray_serve_metrics() | pushed | {rule["record"] for rule in recording_rules()}
     unknown = {name for expr in queried_exprs() for name in metric_names(expr)} - known
     assert unknown == set(), "not exported by lensops.serving.metrics or Ray Serve"
 
@@ -619,10 +621,11 @@ def gpu_groups(cluster: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_kuberay_manifests_are_well_formed() -> None:
     kinds = sorted(doc["kind"] for doc in kuberay_docs())
-    assert kinds == ["ConfigMap", "RayJob", "RayJob", "RayService", "Secret"]
+    assert kinds == ["ConfigMap", "CronJob", "RayJob", "RayJob", "RayService", "Secret"]
+    versions = {"CronJob": "batch/v1", "RayJob": "ray.io/v1", "RayService": "ray.io/v1"}
     for doc in kuberay_docs():
         assert doc["metadata"]["name"]
-        assert doc["apiVersion"] == ("ray.io/v1" if doc["kind"].startswith("Ray") else "v1")
+        assert doc["apiVersion"] == versions.get(doc["kind"], "v1")
     for doc in of_kind("RayJob"):
         assert doc["spec"]["entrypoint"] and doc["spec"]["shutdownAfterJobFinishes"] is True
 
@@ -691,6 +694,22 @@ def test_rayjob_entrypoints_run_a_shipped_job_with_valid_arguments(name: str) ->
     overrides = flags.get("--set", []) + [f"data.source={v}" for v in flags.get("--data", [])]
     cfg = load_config(REPO / config, overrides)
     assert cfg.train.use_gpu and cfg.train.storage_path.startswith("s3://")
+
+
+def test_the_monitor_cronjob_runs_the_shipped_monitor_job_against_the_rayservice() -> None:
+    (cron,) = of_kind("CronJob")
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    python, script, source, *rest = container["command"]
+    assert python == "python" and (REPO / script).is_file() and 'main("monitor")' in (REPO / script).read_text()
+    assert source.startswith("s3://") and container["image"] == load_yaml(REPO / "cluster.yaml")["docker"]["image"]
+    flags = dict(zip(rest[::2], rest[1::2], strict=True))
+    accepted = {option for param in cli_command("monitor").params for option in param.opts}
+    assert set(flags) <= accepted, set(flags) - accepted
+    cfg = load_config(REPO / flags["--config"], [f"monitor.on_drift={flags['--on-drift']}"])
+    assert cfg.monitor.on_drift == "retrain" and flags["--retrain-data"].startswith("s3://")
+    (service,) = of_kind("RayService")
+    assert flags["--jobs-address"] == f"http://{service['metadata']['name']}-head-svc:8265"
+    assert {"configMapRef", "secretRef"} == {next(iter(source)) for source in container["envFrom"]}
 
 
 def test_pipeline_job_notifies_the_rayservice() -> None:

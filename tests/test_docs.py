@@ -13,7 +13,7 @@ The local-cluster path they cover: ``ray start --head``, a training job and a pr
 through ``ray job submit``, ``serve deploy serve_config.yaml``, predictions with ``curl`` and
 ``lensops predict``, the pipeline job with ``--service-url`` swapping the service to a new
 champion (under a request loop that must lose nothing), a batch scoring job, feedback on a
-logged answer and its report, and ``ray stop``.
+logged answer and its report, a drift check of the logged answers, and ``ray stop``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- docs-test: (?P<name>[\w-]+) -->\n```bash\n(?P<code>.*?)```", re.S)
-COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "feedback", "stop"]
+COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "feedback", "monitor", "stop"]
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SERVICE = "http://127.0.0.1:8000"
 TIMEOUT_S = 900
@@ -180,6 +180,13 @@ def test_feedback_on_a_logged_answer_reaches_the_report(transcript: dict) -> Non
     }
     report = text(transcript, "feedback")
     assert "elpv-defects version 2: 1 prediction with feedback; accuracy" in report, report[-3000:]
+
+
+def test_the_monitor_job_decides_on_the_logged_answers_of_the_champion(transcript: dict) -> None:
+    monitor = text(transcript, "monitor")
+    decided = re.search(r"elpv-defects v2 (drift|ok): (\d+) images", monitor)
+    assert decided and int(decided[2]) >= 20, monitor[-3000:]
+    assert "action: " in monitor and "mlflow run: " in monitor
 
 
 def test_ray_stop_ends_the_cluster_and_the_service(transcript: dict) -> None:

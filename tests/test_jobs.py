@@ -1,5 +1,5 @@
-"""``ray job submit`` against a real ``ray start --head`` node: training, champion/challenger
-and the retraining pipeline keeping the champion.
+"""``ray job submit`` against a real ``ray start --head`` node: training, champion/challenger,
+the retraining pipeline keeping the champion, and the loop after deployment closing by itself.
 
 The submitted training job makes a deliberately weak model (one epoch at a tiny learning rate)
 in the registry of the shared fit; evaluation (through the job file's earlier name,
@@ -23,9 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from ray.job_submission import JobStatus, JobSubmissionClient
 from shell import user_env
+from traffic import RequestLoop
 
 from lensops.config import LensopsConfig
+from lensops.monitoring import shifts, store
 from lensops.runtime import free_port, serve_env
 from lensops.tracking import registry
 from lensops.training.fit import TrainOutcome
@@ -110,6 +114,8 @@ def _sets(cfg: LensopsConfig, work: Path, experiment: str, *extra: str) -> list[
     return [arg for item in overrides for arg in ("--set", item)]
 
 
+CONFIG = "configs/synthetic.yaml"
+TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 WEAK = ("train.epochs=1", "train.lr=0.000001", "train.warmup_epochs=0")
 """One epoch at a tiny learning rate: a model no better than chance."""
 
@@ -208,3 +214,67 @@ def test_failed_pipeline_step_is_named_and_leaves_the_champion(
     assert "step 'validate' failed" in output and "no image folder" in output
     assert f"left untouched (version {champion})" in output
     assert registry.find(uri, name, registry.CHAMPION).version == champion
+
+
+LOOP = "test-loop"
+
+
+def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champion(
+    ray_head: str,
+    submitted_weak_version: str,
+    classification_cfg: LensopsConfig,
+    training_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """serve a weak champion -> darker images arrive -> the monitor (a job) decides drift and
+    submits the pipeline -> the pipeline promotes a better model -> the service swaps to it,
+    failing no request of a client that keeps sending darker images throughout."""
+    uri = classification_cfg.tracking.tracking_uri
+    weak = registry.find(uri, classification_cfg.tracking.registered_model, submitted_weak_version)
+    champion = registry.register(uri, LOOP, weak.run_id, weak.source, {}).version
+    registry.set_alias(uri, LOOP, registry.CHAMPION, champion)
+    cfg = classification_cfg.model_copy(deep=True)
+    cfg.tracking.registered_model = LOOP
+    log, port = tmp_path / "log", free_port()
+    sets = _sets(
+        cfg,
+        tmp_path,
+        "test-loop",
+        f"serve.log_path={log}",
+        "serve.log_embeddings=true",
+        "serve.log_flush_s=1",
+        "serve.watch_interval_s=1",
+        "serve.max_replicas=1",
+        "monitor.min_window=30",
+        "train.epochs=1",
+        "train.warmup_epochs=0",
+    )
+    served = _submit(ray_head, "python", "-m", "lensops.cli", "serve", "--port", str(port), "--config", CONFIG, *sets)
+    assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+    url = f"http://127.0.0.1:{port}"
+    darker = shifts.write_shifted(
+        sorted(training_dir.rglob("*.png"))[::10], training_dir, tmp_path / "dark", "brightness", -0.4
+    )
+    for path in darker:
+        assert requests.post(f"{url}/predict", files={"file": ("x.png", path.read_bytes())}, timeout=60).ok
+    wait_until(lambda: store.read(str(log), store.PREDICTIONS).num_rows >= len(darker), 30, "the darker images logged")
+
+    with RequestLoop(url, darker[0].read_bytes(), clients=2) as loop:
+        monitored = _submit(
+            ray_head,
+            *("python", "ray_jobs/monitor.py", "--log", str(log), "--on-drift", "retrain"),
+            *("--retrain-data", str(training_dir), "--jobs-address", ray_head, "--out", str(tmp_path / "drift.json")),
+            *("--config", CONFIG, *sets),
+        )
+        assert monitored.returncode == 0, monitored.stdout[-3000:] + monitored.stderr[-3000:]
+        decision = json.loads((tmp_path / "drift.json").read_text())
+        assert decision["status"] == "drift" and "input_mean[0]" in decision["fired"], decision
+        assert "embedding" in {check["name"] for check in decision["checks"]}  # the log kept the embeddings
+        submission = decision["action"].removeprefix("retraining submitted: ").split()[0]
+        jobs = JobSubmissionClient(ray_head)
+        wait_until(lambda: jobs.get_job_status(submission) in TERMINAL, 600, "the retraining job", interval_s=2)
+        assert jobs.get_job_status(submission) == JobStatus.SUCCEEDED, jobs.get_job_logs(submission)[-3000:]
+        promoted = registry.find(uri, LOOP, registry.CHAMPION).version
+        assert promoted != champion, jobs.get_job_logs(submission)[-3000:]
+        wait_until(lambda: promoted in loop.versions()[-3:], 60, f"the service answering with version {promoted}")
+    assert loop.failures == [] and {champion, promoted} <= set(loop.versions())

@@ -14,7 +14,8 @@ from metrics_page import metric_total
 from ray import serve
 
 from lensops.config import LensopsConfig
-from lensops.monitoring import read_predictions, report, store
+from lensops.monitoring import read_predictions, records, report, store
+from lensops.monitoring.monitor import WindowSource, check
 from lensops.runtime import free_port
 from lensops.serving.app import run_local
 from lensops.tracking import registry, runs
@@ -43,6 +44,8 @@ def cfg(classification_cfg: LensopsConfig, log_dir: Path) -> LensopsConfig:
     chosen.serve.max_replicas = 1
     chosen.serve.log_path = str(log_dir)
     chosen.serve.log_flush_s = FLUSH_S
+    chosen.serve.log_embeddings = True
+    chosen.monitor.min_window = 20
     return chosen
 
 
@@ -106,11 +109,12 @@ def test_every_answer_is_logged_once_and_reads_back_through_ray_data(
         assert (row["model_name"], row["model_version"], row["model_alias"]) == (NAME, version, "champion")
         assert row["content_hash"] == hashlib.sha256(data).hexdigest()
         assert (row["input_format"], row["input_width"], row["input_height"]) == ("PNG", 64, 64)
-        assert len(row["input_mean"]) == len(row["input_std"]) == 3
-        assert row["source"] == "service" and row["schema_version"] == 1
+        assert len(row["input_mean"]) == len(row["input_std"]) == 3 and len(row["embedding"]) == 512
+        assert row["source"] == "service" and row["schema_version"] == records.SCHEMA_VERSION
     results = batch.json()["results"]
     assert by_id["batch-1/2"]["prediction"] == results[2]["prediction"]
     assert "batch-1/1" not in by_id  # a rejected image is answered, not logged
+    assert "embedding" not in answers["read-0"][0]  # logged, not answered
 
 
 def test_with_the_store_unwritable_predictions_answer_and_the_failure_metric_rises(
@@ -181,3 +185,16 @@ def test_feedback_is_judged_alike_by_the_live_metric_and_the_report(
     run_id = report.track(cfg, str(log_dir), [judged])
     logged = runs.client(cfg.tracking.tracking_uri).get_run(run_id).data.metrics
     assert logged[f"v{version}_accuracy"] == pytest.approx(hand)
+
+
+def test_the_monitor_checks_the_logged_answers_and_their_feedback(
+    url: str, log_dir: Path, cfg: LensopsConfig, version: str
+) -> None:
+    """After the tests above: the version's logged answers as one window, feedback included."""
+    checked = check(cfg, WindowSource(log=str(log_dir)), "champion")
+
+    records = store.unique(store.read(str(log_dir), store.PREDICTIONS)).num_rows
+    assert checked.decision.window == records >= cfg.monitor.min_window
+    assert checked.decision.status in ("ok", "drift") and checked.version.version == version
+    names = {c.name for c in checked.decision.checks}
+    assert {"embedding", "live_accuracy", "prediction_mix", "confidence"} <= names, names

@@ -46,6 +46,8 @@ class SampleSource(StrEnum):
 
 
 def _config(config: Path | None, overrides: list[str] | None) -> LensopsConfig:
+    """The command's configuration. Verbs read it before they import their stage (Ray, torch,
+    MLflow: seconds), so that a wrong setting is reported at once."""
     return load_config(config, overrides or [])
 
 
@@ -89,10 +91,10 @@ def validate(
     verbose: VerboseOption = False,
 ) -> None:
     """Catalog and validate a dataset: its version, class counts per split, skipped files."""
+    cfg = _config(config, overrides)
     from lensops.console import print_validation
     from lensops.data.catalog import build_catalog
 
-    cfg = _config(config, overrides)
     cfg.data.source = source
     _connect(address)
     catalog = build_catalog(cfg.data)
@@ -112,9 +114,9 @@ def train(
     verbose: VerboseOption = False,
 ) -> None:
     """Fine-tune on Ray Train, track the run in MLflow and register the model as challenger."""
+    cfg = _config(config, overrides)
     from lensops.training.fit import fit
 
-    cfg = _config(config, overrides)
     _connect(address)
     outcome = fit(cfg)
     typer.echo(f"run_id: {outcome.run_id}")
@@ -134,9 +136,9 @@ def promote(
     verbose: VerboseOption = False,
 ) -> None:
     """Score a registered version and the champion on the same test split; promote the better."""
+    cfg = _config(config, overrides)
     from lensops.tracking.promotion import evaluate_and_promote
 
-    cfg = _config(config, overrides)
     _connect(address)
     outcome = evaluate_and_promote(cfg, version)
     text = outcome.model_dump_json(indent=2)
@@ -220,9 +222,9 @@ def batch_predict(
 
     Files the service would refuse get a row with the reason. Run it again into the same
     output and only files it does not hold yet (for that version) are scored."""
+    cfg = _config(config, [*([f"batch.model={model}"] if model else []), *(overrides or [])])
     from lensops.scoring.batch import batch_predict as score
 
-    cfg = _config(config, [*([f"batch.model={model}"] if model else []), *(overrides or [])])
     _connect(address)
     outcome = score(cfg, source, output)
     for line in outcome.lines():
@@ -253,15 +255,82 @@ def feedback_report(
 ) -> None:
     """Join the prediction log with its feedback and judge each model version on it: the
     task's metrics and per-class table (classification) or errors (regression)."""
+    cfg = _config(config, overrides)
     from lensops.monitoring import report
 
-    cfg = _config(config, overrides)
     location = _log(cfg, log)
     judgements = report.feedback_report(cfg, location)
     for line in report.lines(judgements):
         typer.echo(line)
     if mlflow:
         typer.echo(f"mlflow run: {report.track(cfg, location, judgements)}")
+
+
+@app.command()
+def monitor(
+    images: Annotated[
+        str | None, typer.Argument(help="New images (folder, s3:// prefix or manifest); default: the prediction log.")
+    ] = None,
+    log: LogOption = None,
+    since: Annotated[str | None, typer.Option(help="Log window: first day (YYYY-MM-DD); default: the first.")] = None,
+    until: Annotated[str | None, typer.Option(help="Log window: last day (YYYY-MM-DD), default: today.")] = None,
+    model: Annotated[str | None, typer.Option(help="Version number or alias to check; default: serve.alias.")] = None,
+    on_drift: Annotated[str | None, typer.Option(help="dry-run, notify or retrain (sets monitor.on_drift).")] = None,
+    retrain_data: Annotated[
+        str | None, typer.Option(help="Labelled data a retraining trains on (sets monitor.retrain_data).")
+    ] = None,
+    pushgateway: Annotated[
+        str | None, typer.Option(envvar="LENSOPS_PUSHGATEWAY_URL", help="Push the gauges to this Pushgateway.")
+    ] = None,
+    alertmanager: Annotated[
+        str | None, typer.Option(envvar="LENSOPS_ALERTMANAGER_URL", help="Alertmanager that notify alerts.")
+    ] = None,
+    jobs_address: Annotated[
+        str, typer.Option(envvar="LENSOPS_JOBS_ADDRESS", help="Ray Jobs API (dashboard) that retrain submits to.")
+    ] = "http://127.0.0.1:8265",
+    out: Annotated[Path | None, typer.Option(help="Also write the decision as JSON here.")] = None,
+    every: Annotated[str | None, typer.Option(help="Check again every 30s, 15m, 1h, ... until stopped.")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    address: AddressOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Check new data for drift against the version's reference profile: one decision (drift,
+    ok or insufficient_data) from Holm-corrected checks, logged to MLflow; on drift, do what
+    --on-drift says."""
+    import time
+    from datetime import date
+
+    from lensops.monitoring.monitor import WindowSource, check
+    from lensops.monitoring.trigger import Targets, respond
+
+    sets = [*([f"monitor.on_drift={on_drift}"] if on_drift else [])]
+    sets += [*([f"monitor.retrain_data={retrain_data}"] if retrain_data else []), *(overrides or [])]
+    cfg = _config(config, sets)
+    interval = _seconds(every) if every else None
+    days = {name: date.fromisoformat(value) if value else None for name, value in (("since", since), ("until", until))}
+    source = WindowSource(images=images) if images else WindowSource(log=_log(cfg, log), **days)
+    targets = Targets(pushgateway, alertmanager, jobs_address)
+    _connect(address)
+    while True:
+        checked = check(cfg, source, model or cfg.serve.alias)
+        action = respond(cfg, checked, targets)
+        typer.echo(f"{checked.version.name} v{checked.version.version} {checked.decision.line()}")
+        typer.echo(f"action: {action}; mlflow run: {checked.run_id}")
+        if out:
+            out.write_text(json.dumps({**checked.summary(), "action": action}, indent=2))
+        if interval is None:
+            return
+        time.sleep(interval)
+
+
+def _seconds(interval: str) -> float:
+    """``30s``, ``15m``, ``1h`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = interval[:-1], interval[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit() or float(number) <= 0:
+        raise ConfigError(f"--every {interval}: give a positive number with s, m or h, e.g. 15m")
+    return float(number) * units[unit]
 
 
 @app.command("compact-log")
@@ -273,9 +342,9 @@ def compact_log(
     verbose: VerboseOption = False,
 ) -> None:
     """Remove the prediction log's days past the retention and merge each kept day's small parts."""
+    cfg = _config(config, overrides)
     from lensops.monitoring.compaction import compact
 
-    cfg = _config(config, overrides)
     outcome = compact(_log(cfg, log), retention_days or cfg.serve.log_retention_days)
     for line in outcome.lines():
         typer.echo(line)
@@ -317,10 +386,10 @@ def serve(
 
     Without --address it runs on this machine's Ray head (started if none runs), so the
     service keeps running after this command until `ray stop`."""
+    cfg = _config(config, overrides)
     from lensops.runtime import ensure_head, init_ray
     from lensops.serving.app import run_local
 
-    cfg = _config(config, overrides)
     init_ray(address or ensure_head())
     url = run_local(cfg, port=port)
     typer.echo(f"serving {cfg.tracking.registered_model}@{cfg.serve.version or cfg.serve.alias} at {url}")
@@ -380,16 +449,24 @@ def demo(
     run_demo(cfg, data, address, port)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user can cause and fix: one line, no traceback (unless --verbose)."""
-    from lensops.data.validation import DataValidationError
-    from lensops.pipeline import StepFailed
-    from lensops.runtime import ClusterError
-    from lensops.scoring.parts import OutputError
-    from lensops.serving.client import ServiceError
+USER_ERRORS = {
+    "lensops.config": "ConfigError",
+    "lensops.data.validation": "DataValidationError",
+    "lensops.pipeline": "StepFailed",
+    "lensops.runtime": "ClusterError",
+    "lensops.scoring.parts": "OutputError",
+    "lensops.serving.client": "ServiceError",
+}
+"""Errors a user can cause and fix (module -> class): one line, no traceback (unless --verbose)."""
 
-    errors = (ConfigError, DataValidationError, StepFailed, ClusterError, ServiceError, OutputError)
-    return (*errors, FileNotFoundError, LookupError)
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of :data:`USER_ERRORS` (or a missing file or registry entry). Only
+    modules already imported are looked at: an error class that was never imported cannot have
+    been raised, and importing the pipeline's or Ray's modules only to find that out would add
+    seconds to every failing command."""
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules)
+    return isinstance(exc, (*loaded, FileNotFoundError, LookupError))
 
 
 def main(verb: str | None = None) -> None:
@@ -399,8 +476,8 @@ def main(verb: str | None = None) -> None:
         command = command.commands[verb]  # type: ignore[attr-defined]
     try:
         command.main(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name if verb else "lensops")
-    except _user_errors() as exc:
-        if _state["verbose"]:
+    except Exception as exc:
+        if _state["verbose"] or not _is_user_error(exc):
             raise
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -215,6 +215,9 @@ class ServeConfig(Section):
     """Days of records ``lensops compact-log`` keeps."""
     log_images: bool = False
     """Also store each logged upload's bytes beside its record (for labelling)."""
+    log_embeddings: bool = False
+    """Also log each answer's penultimate-layer embedding (what ``lensops monitor`` compares
+    against the version's profile; 2-8 KB per record)."""
 
     @model_validator(mode="after")
     def _replica_ranges(self) -> ServeConfig:
@@ -241,6 +244,34 @@ class BatchConfig(Section):
     """Scoring actors, each holding one copy of the model."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: one GPU per actor when the cluster has GPUs, else CPU."""
+    embeddings: bool = False
+    """Also write each image's penultimate-layer embedding (the drift monitor's scoring does)."""
+
+
+class MonitorConfig(Section):
+    """Drift checks of new data against a version's reference profile (``lensops monitor``)."""
+
+    alpha: float = Field(0.01, gt=0, lt=1)
+    """False-alarm rate of one whole decision: the checks are Holm-corrected together."""
+    min_window: int = Field(100, ge=2)
+    """Fewer scored images than this: ``insufficient_data``, no decision."""
+    min_per_class: int = Field(30, ge=2)
+    """A predicted class gets checks of its own once the window has this many of it."""
+    permutations: int = Field(1000, ge=20)
+    """Permutations behind the embedding test's p-value, at least: its floor is
+    1/(permutations+1), so the monitor raises it to 2 x checks / alpha when that is more."""
+    profile_images: int = Field(2000, ge=10)
+    """Training images whose input statistics a registered version's profile keeps."""
+    profile_embeddings: int = Field(512, ge=10)
+    """Validation images whose embeddings the profile keeps (float16; 1 MB at 1,024 features)."""
+    on_drift: Literal["dry-run", "notify", "retrain"] = "dry-run"
+    """What a ``drift`` decision does beyond being recorded and published: nothing more, an
+    alert to Alertmanager, or a retraining submitted to the Ray cluster."""
+    cooldown_h: float = Field(24.0, ge=0)
+    """``--on-drift retrain`` submits no second retraining within this many hours."""
+    retrain_data: str | None = None
+    """The labelled data a triggered retraining trains on (the team keeps it current)."""
+    seed: int = 0
 
 
 class LensopsConfig(Section):
@@ -251,6 +282,7 @@ class LensopsConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
     batch: BatchConfig = BatchConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> LensopsConfig:

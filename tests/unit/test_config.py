@@ -170,7 +170,7 @@ def test_flat_gives_dotted_keys_with_plain_values() -> None:
     assert not any(isinstance(value, dict) for value in flat.values())
     assert set(flat) >= {"data.source", "model.architecture", "serve.max_batch_size"}
     sections = {key.split(".")[0] for key in flat}
-    assert sections == {"data", "preprocess", "model", "train", "tracking", "serve", "batch"}
+    assert sections == {"data", "preprocess", "model", "train", "tracking", "serve", "batch", "monitor"}
 
 
 def test_the_json_dump_round_trips_through_load(tmp_path: Path) -> None:

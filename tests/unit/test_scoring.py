@@ -128,12 +128,13 @@ def test_a_block_with_every_file_done_is_empty_but_shaped(tmp_path: Path) -> Non
 def test_answer_columns_of_a_classification_and_a_regression_answer() -> None:
     label = {"prediction": "dusty", "confidence": 0.9, "probabilities": {"clean": 0.1, "dusty": 0.9}}
 
-    assert records.answer_columns(label) == {**label, "value": None}
-    assert records.answer_columns({"prediction": 0.25, "confidence": None}) == {
+    assert records.answer_columns(label) == {**label, "value": None, "embedding": None}
+    assert records.answer_columns({"prediction": 0.25, "confidence": None, "embedding": [0.5, 1.0]}) == {
         "prediction": "0.25",
         "value": 0.25,
         "confidence": None,
         "probabilities": None,
+        "embedding": [0.5, 1.0],
     }
 
 

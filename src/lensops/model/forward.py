@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lensops.model import backbones
 from lensops.model.artifact import ModelSpec
 from lensops.model.preprocess import normalizer
 
@@ -51,6 +52,32 @@ class Forward:
         """The task's activated outputs (probabilities, values, ...) on the CPU."""
         return self.task.activate(self.logits(batch).float()).cpu().numpy()
 
+    @torch.inference_mode()
+    def outputs_and_embeddings(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`outputs`, and each example's penultimate-layer features: what the task's head
+        takes in, the embedding that drift checks compare. ``ValueError`` for a network that
+        was not built with a task head (``lensops_head``)."""
+        captured: list[torch.Tensor] = []
+        hook = head_of(self.network).register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        try:
+            outputs = self.outputs(batch)
+        finally:
+            hook.remove()
+        return outputs, captured[0].flatten(1).float().cpu().numpy()
+
+
+def has_head(network: nn.Module) -> bool:
+    return hasattr(backbones.unwrap(network), "lensops_head")
+
+
+def head_of(network: nn.Module) -> nn.Module:
+    """The task head that :func:`lensops.model.backbones.build_model` put on ``network``."""
+    plain = backbones.unwrap(network)
+    name = getattr(plain, "lensops_head", None)
+    if name is None:
+        raise ValueError(f"{type(plain).__name__} has no task head to take embeddings from")
+    return plain.get_submodule(name)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -75,6 +102,11 @@ class Predictor:
             network = network.to(memory_format=torch.channels_last)
         self.forward = Forward(network.eval(), spec)
 
-    def predict(self, batch: Batch) -> list[dict[str, Any]]:
-        """One answer per example of ``batch``, in order."""
-        return self.spec.task.answers(self.forward.outputs(batch), self.spec.classes)
+    def predict(self, batch: Batch, embed: bool = False) -> list[dict[str, Any]]:
+        """One answer per example of ``batch``, in order; with ``embed`` each also carries its
+        ``embedding`` (a list of floats, see :meth:`Forward.outputs_and_embeddings`)."""
+        if not embed:
+            return self.spec.task.answers(self.forward.outputs(batch), self.spec.classes)
+        outputs, embeddings = self.forward.outputs_and_embeddings(batch)
+        answers = self.spec.task.answers(outputs, self.spec.classes)
+        return [{**answer, "embedding": row.tolist()} for answer, row in zip(answers, embeddings, strict=True)]

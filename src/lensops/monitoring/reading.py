@@ -18,7 +18,7 @@ def read_predictions(log: str, since: date | None = None, until: date | None = N
     fs, found = store.files(log, store.PREDICTIONS, since, until)
     if not found:
         return ray.data.from_arrow(records.SCHEMA.empty_table())
-    logged = ray.data.read_parquet(found, filesystem=fs, partitioning=None)
+    logged = ray.data.read_parquet(found, filesystem=fs, partitioning=None, schema=records.SCHEMA)
     repeated = store.first_of_repeated(fs, found)
     if not repeated:
         return logged

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from lensops.data.images import ImageCheck
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = pa.schema(
     [
@@ -47,8 +47,10 @@ SCHEMA = pa.schema(
         ("input_height", pa.int32()),
         ("input_mean", pa.list_(pa.float32())),  # per channel of the model input, 0..1
         ("input_std", pa.list_(pa.float32())),
+        ("embedding", pa.list_(pa.float32())),  # penultimate-layer features, when asked for (v2)
     ]
 )
+"""Version 2 added ``embedding``; parts written at version 1 read back with it null."""
 OK = "ok"
 REJECTED = "rejected"
 
@@ -64,6 +66,7 @@ FEEDBACK_SCHEMA = pa.schema(
     ]
 )
 """Ground truth sent for a logged prediction (``POST /feedback``); the latest per request id counts."""
+FEEDBACK_SCHEMA_VERSION = 1
 
 
 def answer_columns(answer: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,6 +78,7 @@ def answer_columns(answer: Mapping[str, Any]) -> dict[str, Any]:
         "value": float(prediction) if numeric else None,
         "confidence": answer.get("confidence"),
         "probabilities": answer.get("probabilities"),
+        "embedding": answer.get("embedding"),
     }
 
 
@@ -91,7 +95,9 @@ def input_columns(data: bytes, check: ImageCheck, image: np.ndarray) -> dict[str
     }
 
 
-def service_record(request_id: str, answer: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
+def service_record(
+    request_id: str, answer: Mapping[str, Any], facts: Mapping[str, Any], embedding: list[float] | None = None
+) -> dict[str, Any]:
     """The log record of one answered upload (``answer`` with its ``model`` block)."""
     model = answer["model"]
     return {
@@ -107,6 +113,7 @@ def service_record(request_id: str, answer: Mapping[str, Any], facts: Mapping[st
         "reason": "",
         "detail": "",
         **answer_columns(answer),
+        "embedding": embedding,
         **facts,
     }
 
@@ -118,8 +125,9 @@ def input_facts(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema = SCHEMA) -> pa.Table:
-    """Records in ``schema``; absent columns are null."""
-    return pa.Table.from_pylist([{**row, "schema_version": SCHEMA_VERSION} for row in rows], schema=schema)
+    """Records in ``schema`` (:data:`SCHEMA` or :data:`FEEDBACK_SCHEMA`); absent columns are null."""
+    version = FEEDBACK_SCHEMA_VERSION if schema is FEEDBACK_SCHEMA else SCHEMA_VERSION
+    return pa.Table.from_pylist([{**row, "schema_version": version} for row in rows], schema=schema)
 
 
 def now() -> datetime:

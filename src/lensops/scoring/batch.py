@@ -116,7 +116,13 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
     use_gpu = _use_gpu(cfg.batch.device)
     scored = checked.map_batches(
         Scorer,
-        fn_constructor_kwargs={"tracking_uri": uri, "info": info, "output": output, "use_gpu": use_gpu},
+        fn_constructor_kwargs={
+            "tracking_uri": uri,
+            "info": info,
+            "output": output,
+            "use_gpu": use_gpu,
+            "embed": cfg.batch.embeddings,
+        },
         batch_size=cfg.batch.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.batch.concurrency),
@@ -178,12 +184,13 @@ class Scorer:
     """One actor of the scoring pool: a loaded model version that scores a batch of checked
     files, writes their records as one part and hands back what the driver counts."""
 
-    def __init__(self, tracking_uri: str, info: ModelInfo, output: str, use_gpu: bool):
+    def __init__(self, tracking_uri: str, info: ModelInfo, output: str, use_gpu: bool, embed: bool = False):
         # set here, not as a runtime_env: remote args of its own would stop Ray Data from fusing
         # the read-and-check tasks into this actor on CPU (one pass per batch, no copy between)
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         self.predictor = registry.load_predictor(tracking_uri, info.name, info.version, "cuda" if use_gpu else "cpu")
         self.output = output
+        self.embed = embed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows, labels = self.records(batch)
@@ -199,7 +206,7 @@ class Scorer:
         """The records of a batch, and the label each scored file counts under ("" if rejected)."""
         ok = batch["status"] == records.OK
         images = batch["image"][ok]
-        answers = iter(self.predictor.predict({"image": images}) if len(images) else [])
+        answers = iter(self.predictor.predict({"image": images}, self.embed) if len(images) else [])
         facts = iter(zip(*(stat.tolist() for stat in records.input_facts(images)), strict=True))
         model = self.predictor.info
         common = {

@@ -69,10 +69,11 @@ class Answerer:
         except TimeoutError:
             raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
         answer["model"] = {**answer["model"], "alias": active.alias}
+        embedding = answer.pop("embedding", None)  # for the log (serve.log_embeddings), not the client
         label = active.spec.task.metric_label(answer)
         self.metrics.answered(active.version, label, answer.get("confidence"), time.perf_counter() - started)
         if log_as is not None and self.log is not None:
-            self.log.add(records.service_record(log_as, answer, prepared.facts), data)
+            self.log.add(records.service_record(log_as, answer, prepared.facts, embedding), data)
         if route.shadow is not None:
             self._in_background(self._shadow(route, answer, data, inputs))
         return answer

@@ -52,10 +52,19 @@ class Preprocessor:
 class Model:
     """Model tier: registered versions loaded on demand, requests answered in batches."""
 
-    def __init__(self, tracking_uri: str, model_name: str, device: str, max_batch_size: int, batch_wait_s: float):
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        device: str,
+        max_batch_size: int,
+        batch_wait_s: float,
+        embed: bool = False,
+    ):
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.device = _device(device)
+        self.embed = embed  # answers also carry their embedding, for the prediction log
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_s)
         self.metrics = ModelMetrics()
@@ -72,7 +81,7 @@ class Model:
         predictor = await self.predictor(serve.get_multiplexed_model_id())
         batch = {name: np.stack([example[name] for example in examples]) for name in examples[0]}
         started = time.perf_counter()
-        answers = await asyncio.to_thread(predictor.predict, batch)
+        answers = await asyncio.to_thread(predictor.predict, batch, self.embed)
         self.metrics.batch(predictor.info.version, len(examples), time.perf_counter() - started)
         return [{**a, "model": predictor.info.as_dict()} for a in answers]
 

@@ -1,7 +1,8 @@
 """The one module that talks to the MLflow Model Registry: versions, aliases, loading.
 
-A version's source is the run's ``model/`` artifact folder (safetensors + spec.json). New
-versions get the alias ``challenger``; the alias ``champion`` marks what is served.
+A version's source is the run's ``model/`` artifact folder: safetensors, spec.json and the
+reference profile of its data (profile.safetensors). New versions get the alias
+``challenger``; the alias ``champion`` marks what is served.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from lensops.model import artifact
 from lensops.model.artifact import ModelSpec
 from lensops.model.forward import ModelInfo, Predictor
+from lensops.monitoring.profile import PROFILE, Profile
 from lensops.tracking import runs
 
 CHALLENGER = "challenger"
@@ -83,6 +85,17 @@ def load_spec(uri: str, version: RegisteredVersion) -> ModelSpec:
     """Only the spec of a version (no weights download)."""
     with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:
         return artifact.load_spec(runs.download(uri, f"{version.source}/{artifact.SPEC}", Path(tmp)).parent)
+
+
+def load_profile(uri: str, version: RegisteredVersion) -> Profile:
+    """The reference profile registered with a version; ``LookupError`` for a version
+    registered without one (before profiles existed, or by hand)."""
+    with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:
+        try:
+            path = runs.download(uri, f"{version.source}/{PROFILE}", Path(tmp))
+        except (MlflowException, OSError) as exc:
+            raise LookupError(f"{version.name} version {version.version} has no reference profile ({PROFILE})") from exc
+        return Profile.load(path)
 
 
 def require(uri: str, name: str, ref: str) -> RegisteredVersion:

@@ -20,6 +20,8 @@ class Evaluation:
     targets: np.ndarray
     outputs: np.ndarray
     """The task's activated outputs: class probabilities (N, C), values (N,), ..."""
+    embeddings: np.ndarray | None = None
+    """Penultimate-layer features (N, D), when asked for."""
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -29,11 +31,20 @@ class Evaluation:
         return self.task.report(self.targets, self.outputs, self.classes)
 
 
-def evaluate(model: nn.Module, spec: ModelSpec, ds: ray.data.Dataset, batch_size: int = 64) -> Evaluation:
-    """Run ``model`` over every batch of ``ds`` (uint8 inputs + targets) in this process."""
+def evaluate(
+    model: nn.Module, spec: ModelSpec, ds: ray.data.Dataset, batch_size: int = 64, embed: bool = False
+) -> Evaluation:
+    """Run ``model`` over every batch of ``ds`` (uint8 inputs + targets) in this process; with
+    ``embed``, keep each example's embedding too."""
     forward = Forward(model.eval(), spec)
-    targets, outputs = [], []
+    targets, outputs, embeddings = [], [], []
     for batch in ds.iter_torch_batches(batch_size=batch_size):
         targets.append(batch["target"].numpy())
-        outputs.append(forward.outputs(batch))
-    return Evaluation(spec.task, spec.classes, np.concatenate(targets), np.concatenate(outputs))
+        if embed:
+            batch_outputs, batch_embeddings = forward.outputs_and_embeddings(batch)
+            embeddings.append(batch_embeddings)
+        else:
+            batch_outputs = forward.outputs(batch)
+        outputs.append(batch_outputs)
+    features = np.concatenate(embeddings) if embeddings else None
+    return Evaluation(spec.task, spec.classes, np.concatenate(targets), np.concatenate(outputs), features)

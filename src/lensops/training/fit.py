@@ -17,15 +17,17 @@ from pathlib import Path
 import ray
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
+from torch import nn
 
 from lensops.config import LensopsConfig
 from lensops.data.catalog import Catalog, build_catalog
 from lensops.data.loading import augmented, split_datasets
 from lensops.model import artifact
-from lensops.model.artifact import ModelSpec
+from lensops.model.artifact import ChannelStats, ModelSpec
 from lensops.model.backbones import pretrained_normalization
+from lensops.model.forward import has_head
 from lensops.model.preprocess import PreprocessSpec
-from lensops.monitoring.profile import channel_stats
+from lensops.monitoring import profile
 from lensops.tracking import registry, runs
 from lensops.training.evaluation import Evaluation, evaluate
 from lensops.training.loop import train_loop_per_worker
@@ -101,17 +103,20 @@ def run_trainer(
 
 
 def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Checkpoint) -> TrainOutcome:
-    """Evaluate a checkpoint on the test split, log the report and model, register it."""
+    """Evaluate a checkpoint on the test split, log the report, profile the data, log the model
+    with its profile and register it."""
     with checkpoint.as_directory() as directory:
         model, _ = artifact.load(directory)
     evaluation = evaluate(model, prepared.spec, prepared.datasets["test"])
     test_metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
     runs.log_metrics(prepared.uri, run_id, test_metrics)
     runs.log_report(prepared.uri, run_id, evaluation.report())
-    baseline = channel_stats(prepared.datasets["train"])
-    final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": baseline})
+    reference = _profile(cfg, prepared, model)
+    final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": reference.channels})
     with tempfile.TemporaryDirectory() as tmp:
-        source = runs.log_directory(prepared.uri, run_id, artifact.save(tmp, model, final), "model")
+        directory = artifact.save(tmp, model, final)
+        reference.profile.save(directory)
+        source = runs.log_directory(prepared.uri, run_id, directory, "model")
     tags = {"dataset_version": final.dataset_version, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
     version = registry.register(prepared.uri, cfg.tracking.registered_model, run_id, source, tags)
     return TrainOutcome(
@@ -122,6 +127,23 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
         test_metrics=test_metrics,
         evaluation=evaluation,
     )
+
+
+@dataclass
+class _Reference:
+    profile: profile.Profile
+    channels: ChannelStats
+
+
+def _profile(cfg: LensopsConfig, prepared: Prepared, model: nn.Module) -> _Reference:
+    """The version's reference profile: training-split inputs, validation-split predictions."""
+    image = prepared.spec.task.inputs[0]
+    batches = prepared.datasets["train"].iter_batches(batch_size=256, batch_format="numpy")
+    inputs = profile.input_stats(batch[image] for batch in batches)
+    validation = evaluate(model, prepared.spec, prepared.datasets["val"], embed=has_head(model))
+    kept = cfg.monitor
+    built = profile.build(inputs, validation, kept.profile_images, kept.profile_embeddings, kept.seed)
+    return _Reference(built, inputs.channels)
 
 
 def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
