@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,7 +218,7 @@ def _cell(value: Any, fmt: str) -> str:
         return str(value)
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
-    return format(value, fmt) if fmt and isinstance(value, int | float) else str(value)
+    return format(value, fmt) if fmt and isinstance(value, int | float) else escape(str(value))
 
 
 def write_json(path: Path | None, benchmark: str, device: str, settings: dict[str, Any], results: Any) -> None:

@@ -271,3 +271,41 @@ def test_input_columns_describe_the_upload_and_the_model_input() -> None:
 def test_an_empty_or_missing_log_reads_as_no_records(tmp_path: Path) -> None:
     assert store.read(str(tmp_path / "nothing"), store.PREDICTIONS).num_rows == 0
     assert feedback.judge(str(tmp_path / "nothing"), lambda *_: spec_for("classification")) == []
+
+
+def test_a_retraining_adds_the_logged_uploads_that_got_a_label(tmp_path: Path) -> None:
+    from lensops.config import LensopsConfig
+    from lensops.data.sources import list_files
+    from lensops.monitoring.trigger import training_data
+
+    labelled = tmp_path / "labelled"
+    for label in ("clean", "dusty"):
+        (labelled / label).mkdir(parents=True)
+        (labelled / label / f"{label}-1.png").write_bytes(b"png")
+    log = str(tmp_path / "log")
+    uploads = {f"up-{i}": str(tmp_path / f"up-{i}.png") for i in range(3)}
+    write(log, [{**record(request_id), "path": path} for request_id, path in uploads.items()])
+    write(log, [record("not-kept")])  # an upload the service did not keep has no path
+    for request_id, truth in (("up-0", "clean"), ("up-1", "dusty"), ("not-kept", "dusty")):
+        store.write_feedback(log, feedback.row(store.find_prediction(log, request_id), truth))
+    cfg = LensopsConfig.model_validate(
+        {
+            "data": {"work_dir": str(tmp_path / "work")},
+            "serve": {"log_path": log, "log_images": True},
+            "monitor": {"retrain_data": str(labelled)},
+        }
+    )
+
+    manifest = training_data(cfg)
+
+    rows = sorted(zip(*list_files(manifest)[["path", "label"]].to_dict("list").values(), strict=True))
+    assert manifest.endswith("manifest.csv") and rows == sorted(
+        [
+            (str(labelled / "clean" / "clean-1.png"), "clean"),
+            (str(labelled / "dusty" / "dusty-1.png"), "dusty"),
+            (uploads["up-0"], "clean"),
+            (uploads["up-1"], "dusty"),
+        ]
+    )
+    kept_off = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"log_images": False})})
+    assert training_data(kept_off) == str(labelled)

@@ -7,7 +7,8 @@ or start a retraining.
 - **notify** posts an alert straight to Alertmanager's API (``--alertmanager``), which routes
   it to the receivers ``lensops alertmanager-config`` set up: no Prometheus needed between.
 - **retrain** submits the pipeline job (validate, train, evaluate, promote) to the Ray
-  cluster through the Ray Jobs API, on ``monitor.retrain_data``. The resolved config travels
+  cluster through the Ray Jobs API, on ``monitor.retrain_data`` (plus the logged uploads that
+  got a label as feedback, when the service keeps uploads: :func:`training_data`). The resolved config travels
   as the job's working directory. The service picks up a promoted champion through its alias
   watch. The submission id is a tag of the monitor's MLflow run, and those tags are the
   cooldown's memory: no second submission within ``monitor.cooldown_h``, whichever machine
@@ -22,10 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import requests
 import yaml
 
 from lensops.config import LensopsConfig
+from lensops.data import storage
+from lensops.data.sources import list_files
+from lensops.monitoring.feedback import joined
 from lensops.monitoring.monitor import STAGE, Checked
 from lensops.tracking import runs
 
@@ -142,18 +147,19 @@ def retrain(cfg: LensopsConfig, checked: Checked, jobs_address: str) -> str:
         cooldown = cfg.monitor.cooldown_h
         if hours < cooldown:
             return f"cooldown: a retraining was submitted {hours:.1f} h ago (monitor.cooldown_h={cooldown:g})"
-    submission = submit_pipeline(cfg, jobs_address)
+    data = training_data(cfg)
+    submission = submit_pipeline(cfg, data, jobs_address)
     uri = runs.resolve_uri(cfg.tracking)
     runs.set_tags(uri, checked.run_id, {SUBMISSION_TAG: submission, RETRAINED_TAG: cfg.tracking.registered_model})
-    return f"retraining submitted: {submission} (pipeline on {cfg.monitor.retrain_data})"
+    return f"retraining submitted: {submission} (pipeline on {data})"
 
 
-def submit_pipeline(cfg: LensopsConfig, jobs_address: str) -> str:
-    """The pipeline job on the retrain data, through the Ray Jobs API; its submission id."""
+def submit_pipeline(cfg: LensopsConfig, data: str, jobs_address: str) -> str:
+    """The pipeline job training on ``data``, through the Ray Jobs API; its submission id."""
     from ray.job_submission import JobSubmissionClient
 
     with tempfile.TemporaryDirectory(prefix="lensops-retrain-") as folder:
-        (Path(folder) / "config.yaml").write_text(yaml.safe_dump(_portable(cfg), sort_keys=False))
+        (Path(folder) / "config.yaml").write_text(yaml.safe_dump(_portable(cfg, data), sort_keys=False))
         return JobSubmissionClient(jobs_address).submit_job(
             entrypoint="python -m lensops.cli pipeline --config config.yaml",
             runtime_env={"working_dir": folder},
@@ -161,13 +167,35 @@ def submit_pipeline(cfg: LensopsConfig, jobs_address: str) -> str:
         )
 
 
-def _portable(cfg: LensopsConfig) -> dict:
-    """The pipeline's config as it reads in the job's own working directory: the retrain data
-    as its source, and local paths and the tracking store made absolute."""
-    data = {"source": _absolute(cfg.monitor.retrain_data or ""), "work_dir": _absolute(cfg.data.work_dir)}
+def training_data(cfg: LensopsConfig) -> str:
+    """``monitor.retrain_data``, or, when the service keeps its uploads (``serve.log_images``)
+    and some got a label as feedback, a manifest of both: the retrain data's files and those
+    uploads with the label they were given (``<data.work_dir>/monitor/retrain-<time>/``)."""
+    data = cfg.monitor.retrain_data or ""
+    log = cfg.serve.log_path
+    if not (cfg.serve.log_images and log and cfg.data.target_column is None):
+        return data
+    labelled = [(row["path"], row["truth"]) for row in joined(log) if row["path"] and isinstance(row["truth"], str)]
+    if not labelled:
+        return data
+    files = list_files(_absolute(data))[["path", "label"]]
+    merged = pd.concat([files, pd.DataFrame(labelled, columns=["path", "label"])], ignore_index=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    manifest = storage.join(_absolute(cfg.data.work_dir), "monitor", f"retrain-{stamp}", "manifest.csv")
+    fs, path = storage.resolve(manifest)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(merged.to_csv(index=False).encode())
+    return manifest
+
+
+def _portable(cfg: LensopsConfig, data: str) -> dict:
+    """The pipeline's config as it reads in the job's own working directory: ``data`` as its
+    source, and local paths and the tracking store made absolute."""
+    located = {"source": _absolute(data), "work_dir": _absolute(cfg.data.work_dir)}
     training = cfg.model_copy(
         update={
-            "data": cfg.data.model_copy(update=data),
+            "data": cfg.data.model_copy(update=located),
             "tracking": cfg.tracking.model_copy(update={"tracking_uri": runs.resolve_uri(cfg.tracking)}),
         }
     )
