@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -299,18 +300,18 @@ def monitor(
     ok or insufficient_data) from Holm-corrected checks, logged to MLflow; on drift, do what
     --on-drift says."""
     import time
-    from datetime import date
-
-    from lensops.monitoring.monitor import WindowSource, check
-    from lensops.monitoring.trigger import Targets, respond
 
     sets = [*([f"monitor.on_drift={on_drift}"] if on_drift else [])]
     sets += [*([f"monitor.retrain_data={retrain_data}"] if retrain_data else []), *(overrides or [])]
     cfg = _config(config, sets)
     interval = _seconds(every) if every else None
-    days = {name: date.fromisoformat(value) if value else None for name, value in (("since", since), ("until", until))}
+    days = {"since": _day("--since", since), "until": _day("--until", until)}
+    from lensops.monitoring.monitor import WindowSource, check
+    from lensops.monitoring.trigger import Targets, require, respond
+
     source = WindowSource(images=images) if images else WindowSource(log=_log(cfg, log), **days)
     targets = Targets(pushgateway, alertmanager, jobs_address)
+    require(cfg, targets)
     _connect(address)
     while True:
         checked = check(cfg, source, model or cfg.serve.alias)
@@ -322,6 +323,13 @@ def monitor(
         if interval is None:
             return
         time.sleep(interval)
+
+
+def _day(option: str, value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        raise ConfigError(f"{option} {value}: give a day as YYYY-MM-DD") from None
 
 
 def _seconds(interval: str) -> float:

@@ -40,3 +40,14 @@ def test_the_job_files_give_the_same_error_as_the_verb() -> None:
 
     assert done.returncode == 2
     assert done.stderr.startswith("error: invalid configuration: --set train.epochs=many: ")
+
+
+def test_the_monitor_refuses_a_trigger_it_could_not_pull_before_it_checks_anything() -> None:
+    done = lensops("monitor", "--on-drift", "notify")
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --on-drift notify needs --alertmanager (or $LENSOPS_ALERTMANAGER_URL)"
+    assert (
+        lensops("monitor", "--since", "yesterday").stderr.strip()
+        == "error: --since yesterday: give a day as YYYY-MM-DD"
+    )

@@ -132,14 +132,6 @@ def build(train_inputs: InputStats, validation: Evaluation, images: int, embeddi
     answers = task.answers(validation.outputs, classes)
     confidence = [answer["confidence"] for answer in answers]
     numbers = all(isinstance(answer["prediction"], int | float) for answer in answers)
-    live = None
-    if task.live_metric is not None:
-        live = np.array(
-            [
-                task.metrics(validation.targets[i : i + 1], validation.outputs[i : i + 1], classes)[task.live_metric]
-                for i in range(len(answers))
-            ]
-        )
     embedded = validation.embeddings
     return Profile(
         input_mean=train_inputs.mean[kept],
@@ -148,9 +140,20 @@ def build(train_inputs: InputStats, validation: Evaluation, images: int, embeddi
         confidence=None if None in confidence else np.array(confidence, dtype=np.float32),
         values=np.array([a["prediction"] for a in answers], dtype=np.float32) if numbers and answers else None,
         live_metric=task.live_metric,
-        live_scores=live,
+        live_scores=_live_scores(validation),
         live_higher_is_better=task.higher_is_better(task.live_metric or ""),
         embeddings=None if embedded is None else embedded[_sample(rng, len(embedded), embeddings)],
+    )
+
+
+def _live_scores(validation: Evaluation) -> np.ndarray | None:
+    """The task's live metric of each example alone (1/0 for accuracy, the error for MAE)."""
+    task, metric = validation.task, validation.task.live_metric
+    if metric is None:
+        return None
+    one = [slice(i, i + 1) for i in range(len(validation.targets))]
+    return np.array(
+        [task.metrics(validation.targets[i], validation.outputs[i], validation.classes)[metric] for i in one]
     )
 
 

@@ -8,9 +8,9 @@ or start a retraining.
   it to the receivers ``lensops alertmanager-config`` set up: no Prometheus needed between.
 - **retrain** submits the pipeline job (validate, train, evaluate, promote) to the Ray
   cluster through the Ray Jobs API, on ``monitor.retrain_data`` (plus the logged uploads that
-  got a label as feedback, when the service keeps uploads: :func:`training_data`). The resolved config travels
-  as the job's working directory. The service picks up a promoted champion through its alias
-  watch. The submission id is a tag of the monitor's MLflow run, and those tags are the
+  got a label as feedback, when the service keeps uploads: :func:`training_data`). The
+  resolved config travels as the job's working directory. The service picks up a promoted
+  champion through its alias watch. The submission id is a tag of the monitor's MLflow run, and those tags are the
   cooldown's memory: no second submission within ``monitor.cooldown_h``, whichever machine
   the monitor runs on.
 """
@@ -27,7 +27,7 @@ import pandas as pd
 import requests
 import yaml
 
-from lensops.config import LensopsConfig
+from lensops.config import ConfigError, LensopsConfig
 from lensops.data import storage
 from lensops.data.sources import list_files
 from lensops.monitoring.feedback import joined
@@ -48,13 +48,22 @@ class Targets:
     jobs_address: str = "http://127.0.0.1:8265"
 
 
+def require(cfg: LensopsConfig, targets: Targets) -> None:
+    """``ConfigError`` when ``monitor.on_drift`` cannot be done with these settings: said
+    before a pass runs, not after it has decided drift."""
+    if cfg.monitor.on_drift == "notify" and not targets.alertmanager:
+        raise ConfigError("--on-drift notify needs --alertmanager (or $LENSOPS_ALERTMANAGER_URL)")
+    if cfg.monitor.on_drift == "retrain" and not cfg.monitor.retrain_data:
+        raise ConfigError("--on-drift retrain needs labelled data to train on: --retrain-data or monitor.retrain_data")
+
+
 def respond(cfg: LensopsConfig, checked: Checked, targets: Targets) -> str:
     """Act on a decision as ``monitor.on_drift`` says, publish it, and say what was done."""
     action = "no action"
     if checked.decision.status == "drift":
         action = {
             "dry-run": lambda: "dry-run: nothing sent, nothing submitted",
-            "notify": lambda: _notify(checked, targets.alertmanager),
+            "notify": lambda: _notify(checked, targets.alertmanager or ""),
             "retrain": lambda: retrain(cfg, checked, targets.jobs_address),
         }[cfg.monitor.on_drift]()
     if targets.pushgateway:
@@ -63,9 +72,7 @@ def respond(cfg: LensopsConfig, checked: Checked, targets: Targets) -> str:
     return action
 
 
-def _notify(checked: Checked, alertmanager: str | None) -> str:
-    if not alertmanager:
-        raise ValueError("--on-drift notify needs --alertmanager (or $LENSOPS_ALERTMANAGER_URL)")
+def _notify(checked: Checked, alertmanager: str) -> str:
     notify(checked, alertmanager)
     return f"alert {ALERT} sent to {alertmanager}"
 
@@ -136,11 +143,7 @@ def last_retrain(cfg: LensopsConfig) -> datetime | None:
 
 def retrain(cfg: LensopsConfig, checked: Checked, jobs_address: str) -> str:
     """Submit the pipeline job on ``monitor.retrain_data``, unless one was submitted within the
-    cooldown; the returned line says which happened."""
-    if cfg.monitor.retrain_data is None:
-        raise ValueError(
-            "--on-drift retrain needs the labelled data to train on: --retrain-data or monitor.retrain_data"
-        )
+    cooldown; the returned line says which happened (settings checked by :func:`require`)."""
     previous = last_retrain(cfg)
     if previous is not None:
         hours = (datetime.now(UTC) - previous).total_seconds() / 3600
