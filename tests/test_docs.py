@@ -190,5 +190,7 @@ def test_the_monitor_job_decides_on_the_logged_answers_of_the_champion(transcrip
 
 
 def test_ray_stop_ends_the_cluster_and_the_service(transcript: dict) -> None:
-    assert "Stopped all" in text(transcript, "stop")
+    stop = text(transcript, "stop")
+    # past its grace period `ray stop` kills what is left, and says so instead
+    assert "Stopped all" in stop or "will be forcefully terminated" in stop, stop[-2000:]
     assert "probe: curl exit 7" in text(transcript, "after-stop"), text(transcript, "after-stop")

@@ -28,8 +28,10 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from shell import user_env
 from traffic import RequestLoop
 
-from lensops.config import LensopsConfig
+from lensops.config import LensopsConfig, load_config
 from lensops.monitoring import shifts, store
+from lensops.monitoring.monitor import WindowSource, check
+from lensops.monitoring.trigger import Targets, respond
 from lensops.runtime import free_port, serve_env
 from lensops.tracking import registry
 from lensops.training.fit import TrainOutcome
@@ -226,29 +228,29 @@ def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champ
     training_dir: Path,
     tmp_path: Path,
 ) -> None:
-    """serve a weak champion -> darker images arrive -> the monitor (a job) decides drift and
-    submits the pipeline -> the pipeline promotes a better model -> the service swaps to it,
-    failing no request of a client that keeps sending darker images throughout."""
+    """serve a weak champion -> darker images arrive -> the monitor decides drift and submits
+    the pipeline to the cluster -> the pipeline promotes a better model -> the service swaps to
+    it, failing no request of a client that keeps sending darker images throughout. (The
+    monitor runs here, in the test's process; the README's flow runs it as a job.)"""
     uri = classification_cfg.tracking.tracking_uri
     weak = registry.find(uri, classification_cfg.tracking.registered_model, submitted_weak_version)
     champion = registry.register(uri, LOOP, weak.run_id, weak.source, {}).version
     registry.set_alias(uri, LOOP, registry.CHAMPION, champion)
-    cfg = classification_cfg.model_copy(deep=True)
-    cfg.tracking.registered_model = LOOP
     log, port = tmp_path / "log", free_port()
-    sets = _sets(
-        cfg,
-        tmp_path,
-        "test-loop",
+    settings = [
+        f"data.source={training_dir}",
+        f"data.work_dir={tmp_path}",
+        f"tracking.tracking_uri={uri}",
+        "tracking.experiment=test-loop",
+        f"tracking.registered_model={LOOP}",
         f"serve.log_path={log}",
         "serve.log_embeddings=true",
         "serve.log_flush_s=1",
         "serve.watch_interval_s=1",
         "serve.max_replicas=1",
-        "monitor.min_window=30",
-        "train.epochs=1",
-        "train.warmup_epochs=0",
-    )
+        "train.epochs=2",  # one epoch from scratch stays at chance: nothing to promote
+    ]
+    sets = [arg for item in settings for arg in ("--set", item)]
     served = _submit(ray_head, "python", "-m", "lensops.cli", "serve", "--port", str(port), "--config", CONFIG, *sets)
     assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
     url = f"http://127.0.0.1:{port}"
@@ -258,19 +260,17 @@ def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champ
     for path in darker:
         assert requests.post(f"{url}/predict", files={"file": ("x.png", path.read_bytes())}, timeout=60).ok
     wait_until(lambda: store.read(str(log), store.PREDICTIONS).num_rows >= len(darker), 30, "the darker images logged")
+    monitoring = load_config(
+        REPO / CONFIG,
+        [*settings, "monitor.min_window=30", "monitor.on_drift=retrain", f"monitor.retrain_data={training_dir}"],
+    )
 
     with RequestLoop(url, darker[0].read_bytes(), clients=2) as loop:
-        monitored = _submit(
-            ray_head,
-            *("python", "ray_jobs/monitor.py", "--log", str(log), "--on-drift", "retrain"),
-            *("--retrain-data", str(training_dir), "--jobs-address", ray_head, "--out", str(tmp_path / "drift.json")),
-            *("--config", CONFIG, *sets),
-        )
-        assert monitored.returncode == 0, monitored.stdout[-3000:] + monitored.stderr[-3000:]
-        decision = json.loads((tmp_path / "drift.json").read_text())
-        assert decision["status"] == "drift" and "input_mean[0]" in decision["fired"], decision
-        assert "embedding" in {check["name"] for check in decision["checks"]}  # the log kept the embeddings
-        submission = decision["action"].removeprefix("retraining submitted: ").split()[0]
+        checked = check(monitoring, WindowSource(log=str(log)), "champion")
+        action = respond(monitoring, checked, Targets(jobs_address=ray_head))
+        assert checked.decision.status == "drift" and "input_mean[0]" in checked.decision.fired, checked.summary()
+        assert "embedding" in {item.name for item in checked.decision.checks}  # the log kept the embeddings
+        submission = action.removeprefix("retraining submitted: ").split()[0]
         jobs = JobSubmissionClient(ray_head)
         wait_until(lambda: jobs.get_job_status(submission) in TERMINAL, 600, "the retraining job", interval_s=2)
         assert jobs.get_job_status(submission) == JobStatus.SUCCEEDED, jobs.get_job_logs(submission)[-3000:]
