@@ -257,8 +257,8 @@ def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champ
     darker = shifts.write_shifted(
         sorted(training_dir.rglob("*.png"))[::10], training_dir, tmp_path / "dark", "brightness", -0.4
     )
-    for path in darker:
-        assert requests.post(f"{url}/predict", files={"file": ("x.png", path.read_bytes())}, timeout=60).ok
+    files = [("files", (path.name, path.read_bytes())) for path in darker]
+    assert requests.post(f"{url}/predict_batch", files=files, timeout=120).ok  # each image is logged
     wait_until(lambda: store.read(str(log), store.PREDICTIONS).num_rows >= len(darker), 30, "the darker images logged")
     monitoring = load_config(
         REPO / CONFIG,
