@@ -128,8 +128,14 @@ def _last_linear(model: nn.Module) -> str:
     return names[-1]
 
 
+def head(model: nn.Module) -> nn.Module:
+    """The task head :func:`build_model` put on ``model`` (``AttributeError`` for another network)."""
+    plain = unwrap(model)
+    return plain.get_submodule(plain.lensops_head)
+
+
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list(unwrap(model).get_submodule(unwrap(model).lensops_head).parameters())
+    return list(head(model).parameters())
 
 
 def train_mode(model: nn.Module, training: bool) -> None:

@@ -71,12 +71,10 @@ def has_head(network: nn.Module) -> bool:
 
 
 def head_of(network: nn.Module) -> nn.Module:
-    """The task head that :func:`lensops.model.backbones.build_model` put on ``network``."""
-    plain = backbones.unwrap(network)
-    name = getattr(plain, "lensops_head", None)
-    if name is None:
-        raise ValueError(f"{type(plain).__name__} has no task head to take embeddings from")
-    return plain.get_submodule(name)
+    """:func:`lensops.model.backbones.head`, with ``ValueError`` for a network without one."""
+    if not has_head(network):
+        raise ValueError(f"{type(backbones.unwrap(network)).__name__} has no task head to take embeddings from")
+    return backbones.head(network)
 
 
 @dataclass(frozen=True)

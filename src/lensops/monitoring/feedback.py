@@ -44,15 +44,21 @@ class VersionJudgement:
     report: Report
 
 
+def truths(log: str) -> dict[str, str | float]:
+    """The latest truth sent for each request id (a label, or a regression value)."""
+    return {
+        sent["request_id"]: sent["label"] if sent["label"] is not None else sent["value"]
+        for sent in store.latest_feedback(log).to_pylist()
+    }
+
+
 def joined(log: str) -> list[dict[str, Any]]:
     """Each logged prediction that has feedback, with its latest ``truth`` (a label or a value)."""
-    truths = {}
-    for sent in store.latest_feedback(log).to_pylist():
-        truths[sent["request_id"]] = sent["label"] if sent["label"] is not None else sent["value"]
-    if not truths:
+    sent = truths(log)
+    if not sent:
         return []
-    judged = store.read(log, store.PREDICTIONS, where=pads.field("request_id").isin(list(truths)))
-    return [{**logged, "truth": truths[logged["request_id"]]} for logged in store.unique(judged).to_pylist()]
+    judged = store.read(log, store.PREDICTIONS, where=pads.field("request_id").isin(list(sent)))
+    return [{**logged, "truth": sent[logged["request_id"]]} for logged in store.unique(judged).to_pylist()]
 
 
 def judge(log: str, spec_of: Callable[[str, str], ModelSpec]) -> list[VersionJudgement]:

@@ -25,7 +25,7 @@ import ray
 
 from lensops.config import LensopsConfig
 from lensops.model.artifact import ModelSpec
-from lensops.monitoring import drift, drift_plots, store
+from lensops.monitoring import drift, drift_plots, feedback, store
 from lensops.monitoring.drift import Decision
 from lensops.monitoring.profile import Profile
 from lensops.monitoring.reading import read_predictions
@@ -87,11 +87,7 @@ def load_window(cfg: LensopsConfig, source: WindowSource, version: RegisteredVer
     mine = logged.filter(
         pc.and_(pc.equal(logged["model_name"], version.name), pc.equal(logged["model_version"], version.version))
     )
-    truths = {
-        sent["request_id"]: sent["label"] if sent["label"] is not None else sent["value"]
-        for sent in store.latest_feedback(source.log).to_pylist()
-    }
-    return Window.from_records(mine, spec, truths)
+    return Window.from_records(mine, spec, feedback.truths(source.log))
 
 
 def _logged(log: str, since: date | None, until: date | None) -> pa.Table:

@@ -18,7 +18,7 @@ from PIL import Image
 from lensops.config import MonitorConfig
 from lensops.model.forward import Predictor
 from lensops.model.preprocess import image_to_uint8
-from lensops.monitoring import drift
+from lensops.monitoring import drift, records
 from lensops.monitoring.profile import Profile
 from lensops.monitoring.records import input_facts
 from lensops.monitoring.shifts import SHIFTS
@@ -26,24 +26,16 @@ from lensops.monitoring.window import Window
 
 
 def score(predictor: Predictor, images: Iterable[Image.Image], batch_size: int = 64) -> Window:
-    """The window of ``images`` as the monitor would see them scored by ``predictor``."""
+    """The window of ``images`` as the monitor sees them: scored by ``predictor`` into prediction
+    records, read back as the monitor reads a batch job's output."""
     spec, pixels = predictor.spec, [image_to_uint8(image, predictor.spec.preprocess) for image in images]
-    answers, means, stds = [], [], []
+    rows = []
     for start in range(0, len(pixels), batch_size):
         batch = np.stack(pixels[start : start + batch_size])
-        answers += predictor.predict({spec.task.inputs[0]: batch}, embed=True)
-        mean, std = input_facts(batch)
-        means.append(mean)
-        stds.append(std)
-    confidence = [answer["confidence"] for answer in answers]
-    return Window(
-        input_mean=np.concatenate(means).astype(np.float64),
-        input_std=np.concatenate(stds).astype(np.float64),
-        labels=[spec.task.metric_label(answer) for answer in answers],
-        confidence=None if None in confidence else np.array(confidence, dtype=np.float64),
-        values=None,
-        embeddings=np.array([answer["embedding"] for answer in answers], dtype=np.float64),
-    )
+        answers = predictor.predict({spec.task.inputs[0]: batch}, embed=True)
+        for answer, mean, std in zip(answers, *(stat.tolist() for stat in input_facts(batch)), strict=True):
+            rows.append({"status": records.OK, **records.answer_columns(answer), "input_mean": mean, "input_std": std})
+    return Window.from_records(records.table(rows), spec)
 
 
 def shifted(images: Sequence[Image.Image], shift: str, strength: float) -> list[Image.Image]:
