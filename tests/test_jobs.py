@@ -249,6 +249,7 @@ def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champ
         "serve.watch_interval_s=1",
         "serve.max_replicas=1",
         "train.epochs=2",  # one epoch from scratch stays at chance: nothing to promote
+        "train.num_workers=1",  # the loop is under test, not data parallelism: one worker fewer to start
     ]
     sets = [arg for item in settings for arg in ("--set", item)]
     served = _submit(ray_head, "python", "-m", "lensops.cli", "serve", "--port", str(port), "--config", CONFIG, *sets)
