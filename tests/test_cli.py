@@ -50,7 +50,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sample_data_writes_an_image_folder_with_a_manifest(sample_dir: Path) -> None:
-    assert sorted(p.name for p in sample_dir.iterdir()) == ["clean", "dusty", "manifest.csv"]
+    assert sorted(p.name for p in sample_dir.iterdir()) == ["LICENSE", "clean", "dusty", "manifest.csv"]
     assert len(list(sample_dir.glob("clean/clean_*.png"))) == 20
     assert len(list(sample_dir.glob("dusty/dusty_*.png"))) == 20
     with (sample_dir / "manifest.csv").open() as handle:
@@ -99,7 +99,7 @@ def test_sample_data_elpv_writes_real_cells_labelled_by_defect_probability(tmp_p
     assert result.returncode == 0, result.stderr
     assert "wrote 60 elpv images to elpv" in result.stdout
     out = tmp_path / "elpv"
-    assert sorted(p.name for p in out.iterdir()) == ["defective", "functional", "manifest.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["LICENSE", "defective", "functional", "manifest.csv"]
     with (out / "manifest.csv").open() as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)

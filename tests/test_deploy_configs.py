@@ -762,6 +762,15 @@ def test_workflow_matches_the_github_workflow_schema() -> None:
     assert schema_errors(load_workflow(), vendored_schema("github-workflows")) == []
 
 
+def test_workflow_runs_the_unit_tier_on_every_supported_python() -> None:
+    unit = load_workflow()["jobs"]["unit"]
+    supported = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    lowest, below = (part.strip(">=<") for part in supported.split(","))
+    low, high = (int(version.split(".")[1]) for version in (lowest, below))
+    assert unit["strategy"]["matrix"]["python-version"] == [f"3.{minor}" for minor in range(low, high)]
+    assert any(step.get("run", "").endswith("pytest tests/unit -q") for step in unit["steps"])
+
+
 def test_workflow_lints_runs_the_ci_script_and_builds_the_image_on_push() -> None:
     workflow = load_workflow()
     assert "push" in workflow["on"]

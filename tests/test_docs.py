@@ -13,7 +13,8 @@ The local-cluster path they cover: ``ray start --head``, a training job and a pr
 through ``ray job submit``, ``serve deploy serve_config.yaml``, predictions with ``curl`` and
 ``lensops predict``, the pipeline job with ``--service-url`` swapping the service to a new
 champion (under a request loop that must lose nothing), a batch scoring job, feedback on a
-logged answer and its report, a drift check of the logged answers, and ``ray stop``.
+logged answer and its report, a drift check of the logged answers, the champion served by
+``mlflow models serve``, and ``ray stop``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- docs-test: (?P<name>[\w-]+) -->\n```bash\n(?P<code>.*?)```", re.S)
-COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "feedback", "monitor", "stop"]
+COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "feedback", "monitor", "pyfunc", "stop"]
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SERVICE = "http://127.0.0.1:8000"
 TIMEOUT_S = 900
@@ -187,6 +188,15 @@ def test_the_monitor_job_decides_on_the_logged_answers_of_the_champion(transcrip
     decided = re.search(r"elpv-defects v2 (drift|ok): (\d+) images", monitor)
     assert decided and int(decided[2]) >= 20, monitor[-3000:]
     assert "action: " in monitor and "mlflow run: " in monitor
+
+
+def test_mlflow_models_serve_answers_as_the_service_for_the_same_image(transcript: dict) -> None:
+    served = json_lines(transcript, "feedback")[0]  # the first defective image, answered by the champion
+    (row,) = json_lines(transcript, "pyfunc")[0]["predictions"]
+    assert row["prediction"] == served["prediction"], text(transcript, "pyfunc")[-3000:]
+    assert row["confidence"] == pytest.approx(served["confidence"], abs=1e-4)
+    for label, probability in served["probabilities"].items():
+        assert row[f"probability:{label}"] == pytest.approx(probability, abs=1e-4)
 
 
 def test_ray_stop_ends_the_cluster_and_the_service(transcript: dict) -> None:

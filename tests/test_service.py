@@ -11,10 +11,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import yaml
@@ -420,6 +423,61 @@ def test_a_batch_job_answers_as_the_service_does(
         assert (row["prediction"], row["model_version"]) == (answer["prediction"], answer["model"]["version"])
         for label, probability in dict(row["probabilities"]).items():
             assert answer["probabilities"][label] == pytest.approx(probability, abs=1e-4)
+
+
+def test_the_champion_as_an_mlflow_pyfunc_answers_as_the_service(
+    base_url: str, training_dir: Path, mlflow_uri: str
+) -> None:
+    images = _examples(training_dir, "clean", 3) + _examples(training_dir, "dusty", 3)
+    files = [("files", ("x.png", data)) for data in images]
+    answers = requests.post(f"{base_url}/predict_batch", files=files, timeout=60).json()["results"]
+    uri = f"models:/{NAME}/{answers[0]['model']['version']}"  # the version serving now (other tests swap it)
+
+    with _tracking(mlflow_uri):
+        frame = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": images}))
+        local = Path(mlflow.artifacts.download_artifacts(uri))
+
+    assert list(frame["prediction"]) == [answer["prediction"] for answer in answers]
+    for row, answer in zip(frame.to_dict("records"), answers, strict=True):
+        for label, probability in answer["probabilities"].items():
+            assert row[f"probability:{label}"] == pytest.approx(probability, abs=1e-4)
+    files_in_model = [path for path in local.rglob("*") if path.is_file()]
+    assert not [path for path in files_in_model if path.suffix in {".pkl", ".pickle", ".pt", ".pth", ".joblib"}]
+    assert "python_model" not in yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert len([path for path in files_in_model if path.suffix == ".safetensors" and "model" in path.name]) == 1
+
+
+def test_mlflow_models_serve_answers_with_the_registered_version(
+    base_url: str, training_dir: Path, mlflow_uri: str, tmp_path: Path
+) -> None:
+    data = _examples(training_dir, "dusty", 1)[0]
+    answer = requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60).json()
+    port = free_port()
+    command = [str(VENV_BIN / "mlflow"), "models", "serve", "--env-manager", "local", "--port", str(port)]
+    model = ["-m", f"models:/{NAME}/{answer['model']['version']}"]
+    env = user_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_uri)
+    with subprocess.Popen([*command, *model], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as server:
+        try:
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ping"), 120, "mlflow models serve")
+            body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(data).decode()]]}}
+            response = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
+        finally:
+            server.terminate()
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["predictions"]
+    assert row["prediction"] == answer["prediction"]
+    assert row["confidence"] == pytest.approx(answer["confidence"], abs=1e-4)
+
+
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` for a ``models:/`` URI, then restored."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def test_health_is_503_until_a_champion_exists_then_200(

@@ -6,6 +6,7 @@ also shows that training resumes from its checkpoint instead of epoch 0.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from conftest import EPOCHS, synthetic_config
 
 from lensops.config import LensopsConfig
+from lensops.data import samples
 from lensops.data.loading import split_datasets
 from lensops.tracking import registry, runs
 from lensops.tracking.promotion import evaluate_and_promote
@@ -58,7 +60,23 @@ def test_run_holds_config_report_plots_and_model(classification_run: TrainOutcom
         "evaluation/test_report.txt",
         "model/spec.json",
         "model/model.safetensors",
+        "model/MLmodel",
     } <= artifacts
+
+
+def test_run_and_version_show_the_training_data_and_its_licence(
+    classification_run: TrainOutcome, mlflow_uri: str, training_dir: Path
+) -> None:
+    client = runs.client(mlflow_uri)
+    (used,) = client.get_run(classification_run.run_id).inputs.dataset_inputs
+    assert used.dataset.digest == classification_run.dataset_version
+    assert json.loads(used.dataset.source) == {"uri": str(training_dir)}
+    assert {tag.key: tag.value for tag in used.tags} == {"mlflow.data.context": "training"}
+    profile = json.loads(used.dataset.profile)
+    assert sum(sum(counts.values()) for counts in profile["images_per_split"].values()) == 400
+    description = client.get_model_version(classification_run.model_name, classification_run.version).description
+    assert f"**Data licence:** {samples.SYNTHETIC_LICENCE}." in description.splitlines()
+    assert classification_run.dataset_version in description and "test_accuracy" in description
 
 
 def test_registered_version_reproduces_its_test_metrics(

@@ -41,6 +41,9 @@ class SplitConfig(Section):
 class DataConfig(Section):
     source: str = "data/elpv"
     """An ImageFolder root (``<root>/<class>/<file>``), local or ``s3://``, or a manifest.csv."""
+    licence: str | None = None
+    """The data's licence, for every version's model card; None: the first line of a ``LICENSE``
+    file at the root (beside a manifest), else "not stated"."""
     target_column: str | None = None
     """Numeric manifest column used as the regression target."""
     split: SplitConfig = SplitConfig()

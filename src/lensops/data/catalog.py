@@ -16,7 +16,7 @@ import pandas as pd
 
 from lensops.config import DataConfig
 from lensops.data.inspection import inspect
-from lensops.data.sources import list_files
+from lensops.data.sources import list_files, read_licence
 from lensops.data.splits import assign_splits, counts_per_split, dataset_version
 from lensops.data.validation import ValidationReport, validate
 
@@ -60,5 +60,6 @@ def build_catalog(cfg: DataConfig) -> Catalog:
         classes=classes,
         class_counts=counts_per_split(kept, classes),
         skipped=skipped,
+        licence=cfg.licence or read_licence(cfg.source),
     )
     return Catalog(source=cfg.source, version=version, classes=classes, table=kept, report=report)

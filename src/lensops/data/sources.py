@@ -11,6 +11,10 @@ import pyarrow.fs as pafs
 
 from lensops.data import storage
 
+LICENSE = "LICENSE"
+"""A dataset's licence file: at its root, never read as an image (images sit in class folders)."""
+NOT_STATED = "not stated"
+
 
 def list_files(source: str) -> pd.DataFrame:
     """Rows of (path, label, extra manifest columns) for a folder tree or a manifest.csv."""
@@ -18,6 +22,17 @@ def list_files(source: str) -> pd.DataFrame:
     if root.endswith(".csv"):
         return _read_manifest(fs, root)
     return _scan_folder(fs, root)
+
+
+def read_licence(source: str) -> str:
+    """The first line of the ``LICENSE`` file at a folder's root or beside a manifest."""
+    fs, root = storage.resolve(source)
+    folder = root.rsplit("/", 1)[0] if root.endswith(".csv") else root
+    try:
+        text = storage.read_bytes(fs, storage.join(folder, LICENSE)).decode()
+    except (OSError, UnicodeDecodeError):
+        return NOT_STATED
+    return next((line.strip() for line in text.splitlines() if line.strip()), NOT_STATED)
 
 
 def _scan_folder(fs: pafs.FileSystem, root: str) -> pd.DataFrame:

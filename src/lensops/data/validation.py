@@ -36,6 +36,7 @@ class ValidationReport(BaseModel):
     class_counts: dict[str, dict[str, int]]
     """split -> label -> number of kept images."""
     skipped: list[SkippedFile]
+    licence: str = "not stated"
 
     def skipped_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}

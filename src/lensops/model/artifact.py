@@ -40,6 +40,7 @@ class ModelSpec(BaseModel):
     preprocess: PreprocessSpec
     dataset_version: str
     data_source: str
+    data_licence: str = "not stated"
     config: dict[str, Any]
     git_commit: str
     metrics: dict[str, float] = {}

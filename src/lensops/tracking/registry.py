@@ -51,15 +51,19 @@ class LoadedModel:
     version: RegisteredVersion
 
 
-def register(uri: str, name: str, run_id: str, source: str, tags: dict[str, str]) -> RegisteredVersion:
-    """Create a new version of ``name`` from ``source`` and point ``challenger`` at it."""
+def register(
+    uri: str, name: str, run_id: str, source: str, tags: dict[str, str], description: str | None = None
+) -> RegisteredVersion:
+    """Create a new version of ``name`` from ``source`` (described by its model card) and point
+    ``challenger`` at it."""
     mlflow_client = runs.client(uri)
     try:
         mlflow_client.create_registered_model(name, description="lensops image model")
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = RegisteredVersion.of(mlflow_client.create_model_version(name, source=source, run_id=run_id, tags=tags))
+    created = mlflow_client.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description)
+    version = RegisteredVersion.of(created)
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
     return version
 

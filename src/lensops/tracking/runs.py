@@ -7,6 +7,7 @@ continues that run instead of opening a new one.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -17,8 +18,9 @@ from typing import Any
 
 import mlflow
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as DATASET_CONTEXT_TAG
 from ray.train import UserCallback
 
 from lensops.config import LensopsConfig, TrackingConfig
@@ -88,7 +90,22 @@ def start_run(
     mlflow_client.log_dict(run_id, cfg.model_dump(mode="json"), "config/resolved.yaml")
     mlflow_client.log_dict(run_id, report.model_dump(mode="json"), "data/validation.json")
     log_metrics(uri, run_id, {"data_kept_files": report.kept_files, "data_skipped_files": len(report.skipped)})
+    log_dataset(uri, run_id, report)
     return run_id
+
+
+def log_dataset(uri: str, run_id: str, report: ValidationReport) -> None:
+    """The training data as the run's MLflow dataset input (what ``mlflow.log_input`` records):
+    its version as the digest, its location as the source, images per split and class, licence."""
+    profile = {"images_per_split": report.class_counts, "skipped_files": len(report.skipped), "licence": report.licence}
+    dataset = Dataset(
+        name=report.source.rstrip("/").rsplit("/", 1)[-1] or report.source,
+        digest=report.dataset_version,
+        source_type="s3" if report.source.startswith("s3://") else "local",
+        source=json.dumps({"uri": report.source}),
+        profile=json.dumps(profile),
+    )
+    client(uri).log_inputs(run_id, [DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, "training")])])
 
 
 def create_run(uri: str, experiment: str, name: str | None, tags: dict[str, str]) -> str:

@@ -25,10 +25,11 @@ from lensops.data.loading import augmented, split_datasets
 from lensops.model import artifact
 from lensops.model.artifact import ChannelStats, ModelSpec
 from lensops.model.backbones import pretrained_normalization
-from lensops.model.forward import has_head
+from lensops.model.forward import Forward, has_head
 from lensops.model.preprocess import PreprocessSpec
 from lensops.monitoring import profile
-from lensops.tracking import registry, runs
+from lensops.tracking import pyfunc, registry, runs
+from lensops.tracking.model_card import model_card
 from lensops.training.evaluation import Evaluation, evaluate
 from lensops.training.loop import train_loop_per_worker
 
@@ -113,12 +114,10 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
     runs.log_report(prepared.uri, run_id, evaluation.report())
     reference = _profile(cfg, prepared, model)
     final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": reference.channels})
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = artifact.save(tmp, model, final)
-        reference.profile.save(directory)
-        source = runs.log_directory(prepared.uri, run_id, directory, "model")
+    source = _log_model(prepared, run_id, model, final, reference.profile)
     tags = {"dataset_version": final.dataset_version, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
-    version = registry.register(prepared.uri, cfg.tracking.registered_model, run_id, source, tags)
+    card = model_card(final, prepared.catalog.report)
+    version = registry.register(prepared.uri, cfg.tracking.registered_model, run_id, source, tags, card)
     return TrainOutcome(
         run_id=run_id,
         model_name=cfg.tracking.registered_model,
@@ -127,6 +126,17 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
         test_metrics=test_metrics,
         evaluation=evaluation,
     )
+
+
+def _log_model(prepared: Prepared, run_id: str, model: nn.Module, spec: ModelSpec, reference: profile.Profile) -> str:
+    """Log the version's folder (weights, spec, reference profile and its MLflow pyfunc files)
+    into the run; its artifact URI is the registry's source."""
+    example = pyfunc.example_frame(spec, prepared.datasets["test"].take(1)[0][spec.task.inputs[0]])
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = artifact.save(tmp, model, spec)
+        reference.save(directory)
+        pyfunc.write(directory, Forward(model, spec), spec, example)
+        return runs.log_directory(prepared.uri, run_id, directory, "model")
 
 
 @dataclass
@@ -155,6 +165,7 @@ def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
         preprocess=PreprocessSpec.resolve(cfg.preprocess, mean, std),
         dataset_version=catalog.version,
         data_source=catalog.source,
+        data_licence=catalog.report.licence,
         config=cfg.model_dump(mode="json"),
         git_commit=commit,
     )
