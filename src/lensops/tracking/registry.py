@@ -113,7 +113,10 @@ def require(uri: str, name: str, ref: str) -> RegisteredVersion:
 def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
     version = require(uri, name, ref)
     with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:  # weights are read into memory
-        model, spec = artifact.load(runs.download(uri, version.source, Path(tmp)), device)
+        # the two files it needs, not the folder (which also holds the profile and pyfunc files)
+        for name in (artifact.SPEC, artifact.WEIGHTS):
+            runs.download(uri, f"{version.source}/{name}", Path(tmp))
+        model, spec = artifact.load(tmp, device)
     return LoadedModel(model=model, spec=spec, version=version)
 
 
