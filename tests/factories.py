@@ -44,9 +44,9 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def model_spec(task: str = "classification", classes: list[str] | None = None, **model: Any) -> ModelSpec:
-    """A resnet18 spec at 32 px with 0.5/0.5 normalisation; ``model`` sets ModelConfig fields."""
+    """A spec at 32 px with 0.5/0.5 normalisation; ``model`` sets ModelConfig fields (default resnet18)."""
     return ModelSpec(
-        model=ModelConfig(architecture="resnet18", task=task, **model),
+        model=ModelConfig(**{"architecture": "resnet18", "task": task, **model}),
         classes=["a", "b"] if classes is None else classes,
         target_column="value" if task == "regression" else None,
         preprocess=PreprocessSpec(image_size=32, resize_size=32, mean=(0.5,) * 3, std=(0.5,) * 3),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -338,23 +339,45 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     driver.quit()
 
 
-def test_upload_page_shows_label_confidence_and_bars_in_a_real_browser(
+def test_upload_page_answers_three_images_at_once_and_shows_why_in_a_real_browser(
     base_url: str, training_dir: Path, browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{base_url}/")
-    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "meta").text.startswith(f"model {NAME} v"))
-    image = sorted((training_dir / "dusty").glob("*.png"))[0]
-    browser.find_element(By.ID, "file").send_keys(str(image))
-    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "label").text)
-    assert browser.find_element(By.ID, "label").text == "dusty"
-    assert browser.find_element(By.ID, "confidence").text.startswith("confidence ")
-    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .row")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.ID, "meta").text.startswith(f"model {NAME} v"))
+    images = [*sorted((training_dir / "dusty").glob("*.png"))[:2], sorted((training_dir / "clean").glob("*.png"))[0]]
+    browser.find_element(By.ID, "file").send_keys("\n".join(map(str, images)))
+
+    cards = wait.until(lambda d: _answered_cards(d, len(images)))
+    assert [c.find_element(By.CLASS_NAME, "file").text for c in cards] == [path.name for path in images]
+    assert [c.find_element(By.CLASS_NAME, "label").text for c in cards] == ["dusty", "dusty", "clean"]
+    assert all(c.find_element(By.CLASS_NAME, "confidence").text.startswith("confidence ") for c in cards)
+    bars = cards[0].find_elements(By.CSS_SELECTOR, ".bars .row")
     assert [b.find_element(By.CLASS_NAME, "name").text for b in bars] == ["clean", "dusty"]
+    why, picture = cards[0].find_element(By.TAG_NAME, "button"), cards[0].find_element(By.TAG_NAME, "img")
+    shown_before = picture.get_attribute("src")
+    why.send_keys(Keys.SPACE)  # from the keyboard: the toggle is a real button
+    wait.until(lambda d: why.get_attribute("aria-pressed") == "true")
+    assert picture.get_attribute("src").startswith("data:image/png;base64,")
+    assert picture.get_attribute("alt").endswith("where the model looked for dusty")
+    why.click()
+    wait.until(lambda d: why.get_attribute("aria-pressed") == "false")
+    assert picture.get_attribute("src") == shown_before
     assert browser.find_element(By.ID, "error").text == ""
     browser.save_screenshot(str(tmp_path / "upload-page.png"))
+
+
+def _answered_cards(browser: Any, count: int) -> list[Any] | None:
+    """The page's result cards once all ``count`` have their answer (and with it a "why?" button)."""
+    from selenium.webdriver.common.by import By
+
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .card")
+    answered = len(cards) == count and all(card.find_elements(By.TAG_NAME, "button") for card in cards)
+    return cards if answered else None
 
 
 def test_the_docs_page_uploads_an_image_and_shows_the_answer_in_a_real_browser(
@@ -423,6 +446,33 @@ def test_a_batch_job_answers_as_the_service_does(
         assert (row["prediction"], row["model_version"]) == (answer["prediction"], answer["model"]["version"])
         for label, probability in dict(row["probabilities"]).items():
             assert answer["probabilities"][label] == pytest.approx(probability, abs=1e-4)
+
+
+def test_explain_shows_where_the_model_looked_for_the_predicted_or_an_asked_class(
+    base_url: str, training_dir: Path
+) -> None:
+    data = _examples(training_dir, "dusty", 1)[0]
+    predicted = requests.post(f"{base_url}/predict", files={"file": ("x.png", data)}, timeout=60).json()
+
+    answer = requests.post(f"{base_url}/explain", files={"file": ("x.png", data)}, timeout=60).json()
+
+    assert answer["prediction"] == predicted["prediction"] and answer["request_id"]
+    for label, probability in predicted["probabilities"].items():
+        assert answer["probabilities"][label] == pytest.approx(probability, abs=1e-5)
+    explanation = answer["explanation"]
+    assert explanation["target"] == predicted["prediction"]
+    cam = np.array(explanation["cam"])
+    assert cam.shape == (2, 2) and cam.min() == 0 and cam.max() == 1  # resnet18's layer4 at 64 px
+    with Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"]))) as overlay:
+        assert (overlay.format, overlay.size) == ("PNG", (64, 64))
+    other = "clean" if predicted["prediction"] == "dusty" else "dusty"
+    image = {"image": base64.b64encode(data).decode()}
+    asked = requests.post(f"{base_url}/explain", params={"target": other}, json=image, timeout=60).json()
+    assert asked["explanation"]["target"] == other and asked["prediction"] == predicted["prediction"]
+    refused = requests.post(f"{base_url}/explain", params={"target": "rust"}, json=image, timeout=60)
+    assert refused.status_code == 422
+    assert refused.json() == {"error": "unknown_label", "detail": "unknown target 'rust': explain one of clean, dusty"}
+    assert requests.post(f"{base_url}/predict", json=image, timeout=60).status_code == 200
 
 
 def test_the_champion_as_an_mlflow_pyfunc_answers_as_the_service(

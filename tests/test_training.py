@@ -62,6 +62,8 @@ def test_run_holds_config_report_plots_and_model(classification_run: TrainOutcom
         "model/model.safetensors",
         "model/MLmodel",
     } <= artifacts
+    mistaken = classification_run.test_metrics["test_accuracy"] < 1
+    assert ("evaluation/confident_mistakes.png" in artifacts) == mistaken  # drawn when there are mistakes
 
 
 def test_run_and_version_show_the_training_data_and_its_licence(

@@ -20,7 +20,7 @@ def test_the_published_schema_is_the_one_the_service_serves() -> None:
     assert published == SCHEMA, "docs/openapi.json is stale: run `lensops openapi > docs/openapi.json`"
 
 
-@pytest.mark.parametrize("path", ["/predict", "/predict_batch"])
+@pytest.mark.parametrize("path", ["/predict", "/explain", "/predict_batch"])
 def test_predictions_take_a_file_upload_or_a_json_body_and_document_every_error(path: str) -> None:
     operation = SCHEMA["paths"][path]["post"]
     content = operation["requestBody"]["content"]

@@ -114,6 +114,13 @@ def test_a_multipart_file_under_another_name_is_a_missing_field() -> None:
     assert error.code == "missing_field"
 
 
+def test_a_body_that_is_not_multipart_after_all_is_invalid_multipart() -> None:
+    error = read_error(make_request(b"False--cut--\r\n", "multipart/form-data; boundary=cut"))
+
+    assert (error.code, error.status) == ("invalid_multipart", 400)
+    assert error.detail.startswith("the multipart body cannot be parsed: ")
+
+
 def test_json_base64_is_read() -> None:
     image = noise_png()
 

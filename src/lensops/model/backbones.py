@@ -134,6 +134,27 @@ def head(model: nn.Module) -> nn.Module:
     return plain.get_submodule(plain.lensops_head)
 
 
+def cam_layer(model: nn.Module) -> nn.Module:
+    """The layer whose output explanations weigh: the backbone's last spatial feature map.
+
+    ResNets: ``layer4``; torchvision EfficientNets and MobileNets: ``features``; other timm
+    networks: their last feature stage. A ViT's head reads only the class token, so its last
+    block's output carries no gradient for the patches: the input norm of that block is taken
+    instead, whose patch tokens :mod:`lensops.model.explain` lays back out on the patch grid."""
+    plain = unwrap(model)
+    if hasattr(plain, "class_token"):  # torchvision ViT
+        return plain.encoder.layers[-1].ln_1
+    if hasattr(plain, "cls_token") and hasattr(plain, "blocks"):  # timm ViT
+        return plain.blocks[-1].norm1
+    for name in ("layer4", "features"):
+        if hasattr(plain, name):
+            return plain.get_submodule(name)
+    feature_info = getattr(plain, "feature_info", None)
+    if feature_info:
+        return plain.get_submodule(feature_info[-1]["module"])
+    raise ValueError(f"no explanation layer known for {type(plain).__name__}")
+
+
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(head(model).parameters())
 

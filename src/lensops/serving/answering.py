@@ -78,6 +78,23 @@ class Answerer:
             self._in_background(self._shadow(route, answer, data, inputs))
         return answer
 
+    async def explain(self, data: bytes, route: Route, target: str | None) -> dict[str, Any]:
+        """The answer to one image with its explanation (of ``target``, else the predicted class).
+        Not logged: an explanation is asked about an image, it is not traffic to monitor."""
+        active = route.answer
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                prepared = await self._prepare(data, active.spec)
+                inputs = {active.spec.task.inputs[0]: prepared.image}
+                model = self.model_for(active.version)
+                answer = await self._reliably(lambda: model.explain.remote(inputs, target), "Model")
+        except TimeoutError:
+            raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
+        if isinstance(answer, ApiError):
+            raise answer
+        answer.pop("embedding", None)
+        return {**answer, "model": {**answer["model"], "alias": active.alias}}
+
     async def _prepare(self, data: bytes, spec: ModelSpec) -> Prepared:
         prepared = await self._reliably(lambda: self.preprocessor.remote(data, spec.preprocess), "Preprocessor")
         if isinstance(prepared, ApiError):

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Request, Security
+from fastapi import Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
@@ -46,6 +46,9 @@ UPLOAD_PAGE = Path(__file__).with_name("upload.html")
 HEALTH_TIMEOUT_S = 30
 RELOAD_TOKEN = Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBearer(auto_error=False))]
 """Declares the reload token in the schema; the route checks it (for its own 401 and 403 bodies)."""
+EXPLAIN_TARGET = Annotated[
+    str | None, Query(description="The class to explain (a name from /classes); default: the predicted one.")
+]
 REQUEST_ID = "x-request-id"
 """Set by Serve's HTTP front (HAProxy or its proxy) when the client sends none."""
 
@@ -138,6 +141,23 @@ class Ingress:
         except ApiError as exc:
             return self._reject(exc)
         return JSONResponse({**answer, "request_id": request_id})
+
+    @api.post(
+        "/explain",
+        summary="Predict one image and show where the model looked (Grad-CAM); same body as /predict",
+        **contract.route_docs(
+            contract.ExplainAnswer, contract.PREDICT_ERRORS, contract.PREDICT_BODY, contract.REQUEST_ID
+        ),
+    )
+    async def explain(self, request: Request, target: EXPLAIN_TARGET = None) -> JSONResponse:
+        try:
+            with self._admitted(request):
+                route = self.router.route()
+                (data,) = await read_images(request, self.limits, many=False)
+                answer = await self.answerer.explain(data, route, target)
+        except ApiError as exc:
+            return self._reject(exc)
+        return JSONResponse({**answer, "request_id": request.headers.get(REQUEST_ID, "")})
 
     @api.post(
         "/predict_batch",

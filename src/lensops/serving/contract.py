@@ -50,6 +50,18 @@ class PredictAnswer(Answer):
     request_id: str = REQUEST_ID_FIELD
 
 
+class Explanation(BaseModel):
+    """Grad-CAM of one output: where in the image the network found evidence for it."""
+
+    target: str = Field(description="The class explained (the predicted one unless `target` is given); `value`.")
+    cam: list[list[float]] = Field(description="The raw map at the network's feature resolution, rows top down, 0..1.")
+    overlay_png: str = Field(description="Base64 PNG: the model's input image under the map (blue: none, red: most).")
+
+
+class ExplainAnswer(PredictAnswer):
+    explanation: Explanation
+
+
 class BatchItem(Answer):
     request_id: str = Field(description="This image's id in the prediction log: `<request id>/<index>`.")
 

@@ -16,6 +16,7 @@ STATUS: dict[str, int] = {
     "missing_field": 400,
     "invalid_base64": 400,
     "invalid_json": 400,
+    "invalid_multipart": 400,
     "unauthorized": 401,
     "reload_disabled": 403,
     "request_too_large": 413,

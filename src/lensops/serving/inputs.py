@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
@@ -59,8 +61,7 @@ async def read_images(request: Request, limits: InputLimits, many: bool) -> list
         )
     body = await _body(request, limits.max_bytes * (limits.max_items if many else 1))
     if content_type.startswith("multipart/form-data"):
-        form = await Request(request.scope, _replay(body)).form()
-        images = [await item.read() for item in form.getlist(form_field) if hasattr(item, "read")]
+        images = await _form_images(request, body, form_field)
     else:
         images = _json_images(body, json_field, many)
     if not images:
@@ -69,6 +70,15 @@ async def read_images(request: Request, limits: InputLimits, many: bool) -> list
     if len(images) > most:
         raise ApiError("too_many_images", f"{len(images)} images; send at most {most}")
     return images
+
+
+async def _form_images(request: Request, body: bytes, field: str) -> list[bytes]:
+    try:
+        form = await Request(request.scope, _replay(body)).form()
+    except (HTTPException, MultiPartException) as exc:  # starlette's own 400, without our error code
+        why = exc.detail if isinstance(exc, HTTPException) else exc.message
+        raise ApiError("invalid_multipart", f"the multipart body cannot be parsed: {why}") from None
+    return [await item.read() for item in form.getlist(field) if hasattr(item, "read")]
 
 
 async def read_feedback(request: Request, limits: InputLimits) -> LabelFeedback | ValueFeedback:

@@ -3,7 +3,8 @@
 * ``Preprocessor`` checks and decodes one upload with the model's own preprocessing spec and
   passes uint8 on (never float32), with the facts the prediction log keeps about the upload.
 * ``Model`` holds registered versions with ``@serve.multiplexed`` (the version number is the
-  model id) and answers with ``@serve.batch``; a batch never mixes versions.
+  model id) and answers with ``@serve.batch``; a batch never mixes versions. Explanations
+  (Grad-CAM, a backward pass) are answered one image at a time, outside the batches.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from lensops.model.explain import described, grad_cam, target_index
 from lensops.model.forward import Predictor
 from lensops.model.preprocess import PreprocessSpec
 from lensops.serving.errors import ApiError
@@ -84,6 +86,20 @@ class Model:
         answers = await asyncio.to_thread(predictor.predict, batch, self.embed)
         self.metrics.batch(predictor.info.version, len(examples), time.perf_counter() - started)
         return [{**a, "model": predictor.info.as_dict()} for a in answers]
+
+    async def explain(self, inputs: dict[str, np.ndarray], target: str | None) -> dict[str, Any] | ApiError:
+        """One image's answer with its Grad-CAM of ``target`` (None: the predicted class);
+        an unknown target is returned as an ``ApiError``, as the preprocessor returns a bad image."""
+        predictor = await self.predictor(serve.get_multiplexed_model_id())
+        try:
+            index = target_index(predictor.spec, target)
+        except ValueError as exc:
+            return ApiError("unknown_label", str(exc))
+        batch = {name: image[None] for name, image in inputs.items()}
+        (answer,) = await asyncio.to_thread(predictor.predict, batch)
+        (explanation,) = await asyncio.to_thread(grad_cam, predictor.forward, batch, [index])
+        shown = described(explanation, inputs[predictor.spec.task.inputs[0]], predictor.spec)
+        return {**answer, "model": predictor.info.as_dict(), "explanation": shown}
 
     async def describe(self) -> dict[str, Any]:
         predictor = await self.predictor(serve.get_multiplexed_model_id())

@@ -32,6 +32,7 @@ from lensops.tracking import pyfunc, registry, runs
 from lensops.tracking.model_card import model_card
 from lensops.training.evaluation import Evaluation, evaluate
 from lensops.training.loop import train_loop_per_worker
+from lensops.training.mistakes import confident_mistakes, mistakes_figure
 
 
 @dataclass
@@ -112,6 +113,7 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
     test_metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
     runs.log_metrics(prepared.uri, run_id, test_metrics)
     runs.log_report(prepared.uri, run_id, evaluation.report())
+    _log_mistakes(prepared, run_id, model, evaluation)
     reference = _profile(cfg, prepared, model)
     final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": reference.channels})
     source = _log_model(prepared, run_id, model, final, reference.profile)
@@ -126,6 +128,16 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
         test_metrics=test_metrics,
         evaluation=evaluation,
     )
+
+
+def _log_mistakes(prepared: Prepared, run_id: str, model: nn.Module, evaluation: Evaluation) -> None:
+    """A classifier's most confident test mistakes under Grad-CAM, as a figure in the run."""
+    if evaluation.outputs.ndim != 2 or evaluation.outputs.shape[1] != len(prepared.spec.classes):
+        return  # not one probability per class
+    found = confident_mistakes(model, prepared.spec, prepared.datasets["test"])
+    if found:
+        figure = mistakes_figure(model, prepared.spec, found)
+        runs.log_figure(prepared.uri, run_id, figure, "evaluation/confident_mistakes.png")
 
 
 def _log_model(prepared: Prepared, run_id: str, model: nn.Module, spec: ModelSpec, reference: profile.Profile) -> str:
