@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from lensops.config import DataConfig
 from lensops.data.images import Issue
+from lensops.data.sources import NOT_STATED
 
 
 class DataValidationError(RuntimeError):
@@ -36,7 +37,7 @@ class ValidationReport(BaseModel):
     class_counts: dict[str, dict[str, int]]
     """split -> label -> number of kept images."""
     skipped: list[SkippedFile]
-    licence: str = "not stated"
+    licence: str = NOT_STATED
 
     def skipped_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}

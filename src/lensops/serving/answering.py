@@ -24,7 +24,7 @@ from lensops.model.artifact import ModelSpec
 from lensops.monitoring import records
 from lensops.monitoring.log_writer import PredictionLog
 from lensops.serving.errors import ApiError
-from lensops.serving.following import logger
+from lensops.serving.following import Active, logger
 from lensops.serving.inputs import Prepared
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Route, Router
@@ -61,13 +61,7 @@ class Answerer:
         """The answer to one image from the version ``route`` names; ``ApiError`` if rejected.
         With ``log_as`` (a request id) the answer goes to the prediction log under that id."""
         started, active = time.perf_counter(), route.answer
-        try:
-            async with asyncio.timeout(self.cfg.request_timeout_s):
-                prepared = await self._prepare(data, active.spec)
-                inputs = {active.spec.task.inputs[0]: prepared.image}
-                answer = await self._reliably(lambda: self.model_for(active.version).predict.remote(inputs), "Model")
-        except TimeoutError:
-            raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
+        prepared, inputs, answer = await self._ask(data, active, lambda model, inputs: model.predict.remote(inputs))
         answer["model"] = {**answer["model"], "alias": active.alias}
         embedding = answer.pop("embedding", None)  # for the log (serve.log_embeddings), not the client
         label = active.spec.task.metric_label(answer)
@@ -82,18 +76,24 @@ class Answerer:
         """The answer to one image with its explanation (of ``target``, else the predicted class).
         Not logged: an explanation is asked about an image, it is not traffic to monitor."""
         active = route.answer
+        _, _, answer = await self._ask(data, active, lambda model, inputs: model.explain.remote(inputs, target))
+        if isinstance(answer, ApiError):
+            raise answer
+        return {**answer, "model": {**answer["model"], "alias": active.alias}}
+
+    async def _ask(
+        self, data: bytes, active: Active, call: Callable[[DeploymentHandle, dict[str, np.ndarray]], Awaitable[T]]
+    ) -> tuple[Prepared, dict[str, np.ndarray], T]:
+        """Preprocess ``data`` for the ``active`` version, then ``call`` its model tier on the
+        inputs, all within the request's deadline: (prepared upload, inputs, what the tier said)."""
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
                 prepared = await self._prepare(data, active.spec)
                 inputs = {active.spec.task.inputs[0]: prepared.image}
                 model = self.model_for(active.version)
-                answer = await self._reliably(lambda: model.explain.remote(inputs, target), "Model")
+                return prepared, inputs, await self._reliably(lambda: call(model, inputs), "Model")
         except TimeoutError:
             raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
-        if isinstance(answer, ApiError):
-            raise answer
-        answer.pop("embedding", None)
-        return {**answer, "model": {**answer["model"], "alias": active.alias}}
 
     async def _prepare(self, data: bytes, spec: ModelSpec) -> Prepared:
         prepared = await self._reliably(lambda: self.preprocessor.remote(data, spec.preprocess), "Preprocessor")
