@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -78,10 +79,34 @@ def serve_env(base: Mapping[str, str], host: str = LOOPBACK, state_dir: Path | N
     }
 
 
+RAY_WORKER_PORTS_END = 19999
+"""The last port of Ray's default worker range (``--max-worker-port``)."""
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now, for a server that binds it a little later.
+
+    Drawn at random between Ray's worker ports and the kernel's ephemeral range, never from that
+    range (as ``bind(("", 0))`` would): there, any outgoing connection or port-0 listener that Ray
+    opens in the meantime can take it, and the server's bind then fails."""
+    between = range(RAY_WORKER_PORTS_END + 1, _ephemeral_ports()[0])
+    for port in random.sample(between, k=min(64, len(between))) or [0]:  # [0]: no such gap here
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port in {between}")
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections and port-0 binds (Linux; IANA's elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return 49152, 65535
+    return int(low), int(high)
 
 
 class ClusterError(RuntimeError):
