@@ -81,6 +81,20 @@ def test_validate_prints_the_version_and_every_skipped_file_with_its_reason(
     assert (cwd / ".lensops" / "datasets" / version / "manifest.parquet").is_file()
     assert f"manifest: .lensops/datasets/{version}/manifest.parquet" in out
     assert "report: r.json" in out
+    # at its natural width off a terminal (COLUMNS=80 here): no path wraps, and Ray stays quiet
+    assert any(line.startswith("│ dusty/mislabelled.png ") for line in lines), out
+    for noise in ("Started a local Ray instance", "Execution plan of Dataset", "Running Dataset"):
+        assert noise not in out + result.stderr, noise
+
+
+def test_validate_json_is_the_report_alone_on_stdout(sample_dir: Path) -> None:
+    result = lensops("validate", "data", "--json", cwd=sample_dir.parent)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout)
+    assert answer["report"]["kept_files"] == 39
+    assert {Path(item["path"]).name for item in answer["report"]["skipped"]} == set(PLANTED_REASONS)
+    assert answer["manifest"].endswith(f"{answer['report']['dataset_version']}/manifest.parquet")
 
 
 def test_validate_rejects_an_unknown_config_key_before_starting_ray(sample_dir: Path) -> None:

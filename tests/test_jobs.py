@@ -123,15 +123,20 @@ WEAK = ("train.epochs=1", "train.lr=0.000001", "train.warmup_epochs=0")
 
 
 @pytest.fixture(scope="module")
-def submitted_weak_version(
-    ray_head: str, classification_run: TrainOutcome, classification_cfg: LensopsConfig, tmp_path_factory
-) -> str:
+def submitted_training(
+    ray_head: str, classification_cfg: LensopsConfig, tmp_path_factory
+) -> subprocess.CompletedProcess:
     work = tmp_path_factory.mktemp("job-work")
     sets = _sets(classification_cfg, work, "test-jobs", *WEAK)
     done = _submit(ray_head, "python", "ray_jobs/train.py", "--config", "configs/synthetic.yaml", *sets)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr)
-    line = next(line for line in done.stdout.splitlines() if line.startswith("registered:"))
+    return done
+
+
+@pytest.fixture(scope="module")
+def submitted_weak_version(submitted_training: subprocess.CompletedProcess) -> str:
+    line = next(line for line in submitted_training.stdout.splitlines() if line.startswith("registered:"))
     return line.split(" version ")[1].split()[0]
 
 
@@ -142,6 +147,17 @@ def test_submitted_training_job_registers_a_new_challenger(
     name = classification_cfg.tracking.registered_model
     assert int(submitted_weak_version) > int(classification_run.version)
     assert registry.find(uri, name, registry.CHALLENGER).version == submitted_weak_version
+
+
+def test_a_training_job_prints_lensops_progress_not_ray_internals(
+    submitted_training: subprocess.CompletedProcess,
+) -> None:
+    """The job's log reads as lensops' own: the epoch line (relayed from the Train controller
+    to the driver), and none of what Ray's workers, Ray Data and MLflow print by themselves."""
+    log = submitted_training.stdout + submitted_training.stderr
+    assert "epoch 1/1 lr=" in log and "registered:" in log
+    for noise in ("TrainingReport(", "Execution plan of Dataset", "Running Dataset", "(RayTrainWorker pid="):
+        assert noise not in log, noise
 
 
 def test_worse_challenger_is_refused_and_champion_kept(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from lensops import logs
 from lensops.config import ConfigError, LensopsConfig, load_config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -28,17 +31,39 @@ SetOption = Annotated[
 AddressOption = Annotated[
     str | None, typer.Option("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else a local Ray.")
 ]
-_state = {"verbose": False}
 
 
 def _set_verbose(value: bool) -> bool:
-    _state["verbose"] = value
+    if value:
+        logs.set_verbose()
     return value
 
 
 VerboseOption = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Show Python tracebacks of errors.", callback=_set_verbose)
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help=f"Show Ray's, Serve's and MLflow's own output and the tracebacks of errors (or {logs.LEVEL_ENV}=debug).",
+        callback=_set_verbose,
+    ),
 ]
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (progress and tables go to stderr).")
+]
+
+
+@contextmanager
+def _stdout_for_results(as_json: bool) -> Iterator[None]:
+    """With ``--json``, whatever the work prints (progress, tables, Ray Tune's status) goes to
+    stderr, so that stdout carries the JSON result alone."""
+    if not as_json:
+        yield
+        return
+    with redirect_stdout(sys.stderr):
+        yield
 
 
 class SampleSource(StrEnum):
@@ -89,6 +114,7 @@ def validate(
     config: ConfigOption = None,
     overrides: SetOption = None,
     address: AddressOption = None,
+    as_json: JsonOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Catalog and validate a dataset: its version, class counts per split, skipped files."""
@@ -97,13 +123,18 @@ def validate(
     from lensops.data.catalog import build_catalog
 
     cfg.data.source = source
-    _connect(address)
-    catalog = build_catalog(cfg.data)
-    written = catalog.write(Path(cfg.data.work_dir) / "datasets")
-    print_validation(catalog.report)
-    typer.echo(f"manifest: {written / 'manifest.parquet'}")
+    with _stdout_for_results(as_json):
+        _connect(address)
+        catalog = build_catalog(cfg.data)
+        manifest = catalog.write(Path(cfg.data.work_dir) / "datasets") / "manifest.parquet"
     if report:
         catalog.report.write(report)
+    if as_json:
+        typer.echo(json.dumps({"report": catalog.report.model_dump(mode="json"), "manifest": str(manifest)}, indent=2))
+        return
+    print_validation(catalog.report)
+    typer.echo(f"manifest: {manifest}")
+    if report:
         typer.echo(f"report: {report}")
 
 
@@ -156,6 +187,7 @@ def tune(
     overrides: SetOption = None,
     restart: Annotated[bool, typer.Option("--restart", help="Ignore an earlier run of this sweep.")] = False,
     address: AddressOption = None,
+    as_json: JsonOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Run a hyperparameter sweep on Ray Tune and register the best trial as challenger.
@@ -165,9 +197,20 @@ def tune(
     from lensops.tuning.sweep import run_sweep
 
     definition, base = load_sweep(sweep, overrides)
-    _connect(address)
-    outcome = run_sweep(definition, base, restart=restart)
+    with _stdout_for_results(as_json):
+        _connect(address)
+        outcome = run_sweep(definition, base, restart=restart)
     best = outcome.best
+    if as_json:
+        registered = {"name": best.model_name, "version": best.version, "alias": "challenger"}
+        result = {
+            "sweep_run_id": outcome.parent_run_id,
+            "registered": registered,
+            "test_metrics": best.test_metrics,
+            "trials": [trial.model_dump(mode="json") for trial in outcome.trials],
+        }
+        typer.echo(json.dumps(result, indent=2))
+        return
     typer.echo(f"sweep_run_id: {outcome.parent_run_id}")
     typer.echo(f"best_trial: {outcome.trials[0].trial_id} run_id {best.run_id}")
     typer.echo(f"registered: {best.model_name} version {best.version} (alias challenger)")
@@ -485,7 +528,7 @@ def main(verb: str | None = None) -> None:
     try:
         command.main(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name if verb else "lensops")
     except Exception as exc:
-        if _state["verbose"] or not _is_user_error(exc):
+        if logs.verbose() or not _is_user_error(exc):
             raise
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -1,10 +1,14 @@
-"""Human-readable console output (rich tables) for reports produced by the library."""
+"""Human-readable console output (rich tables) for reports produced by the library.
+
+On a terminal a table fits its width; elsewhere (a log file, a pipe, CI) it is printed at its
+natural width, so that no cell wraps and a file path can be copied whole."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from lensops.data import storage
@@ -27,7 +31,7 @@ def print_validation(report: ValidationReport) -> None:
     for label in report.classes:
         row = [report.class_counts[s][label] for s in splits]
         counts.add_row(label, *map(str, row), str(sum(row)))
-    console.print(counts)
+    show(counts)
     if not report.skipped:
         console.print("validation: no files skipped")
         return
@@ -38,7 +42,15 @@ def print_validation(report: ValidationReport) -> None:
     for item in report.skipped:
         path, detail = (text.replace(root, "") for text in (item.path, item.detail))
         skipped.add_row(path, item.label, item.reason.value, detail)
-    console.print(skipped)
+    show(skipped)
+
+
+def show(table: Table) -> None:
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+    Console(file=console.file, width=max(natural, len(str(table.title or ""))), no_color=True).print(table)
 
 
 def _root(source: str) -> str:

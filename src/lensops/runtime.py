@@ -23,6 +23,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import AuthenticationError
 
+from lensops import logs
 from lensops.serving.haproxy import BINARY_ENV, HOST_ENV
 
 DATA_CPU_HEADROOM = 2
@@ -117,6 +118,7 @@ def init_ray(address: str | None = None) -> None:
     """Join ``address`` or ``$RAY_ADDRESS``; otherwise start a local Ray. Idempotent."""
     if ray.is_initialized():
         return
+    logs.quiet_libraries()
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
         _join(target)
@@ -125,12 +127,12 @@ def init_ray(address: str | None = None) -> None:
     atexit.register(shutil.rmtree, state, ignore_errors=True)  # registered first: runs after Ray's own exit hook
     os.environ.update(serve_env(os.environ, state_dir=state))  # a local Ray's processes inherit this environment
     # "local": never attach silently to whatever cluster this machine last started
-    ray.init(address="local", num_cpus=(os.cpu_count() or 1) + DATA_CPU_HEADROOM)
+    ray.init(address="local", num_cpus=(os.cpu_count() or 1) + DATA_CPU_HEADROOM, log_to_driver=logs.verbose())
 
 
 def _join(address: str) -> None:
     try:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=logs.verbose())
     except AuthenticationError as exc:
         raise ClusterError(
             f"the Ray cluster at {address} refused this process: it needs the cluster's token. "
@@ -152,20 +154,26 @@ def ensure_head(dashboard_port: int = 8265, metrics_port: int = 8080) -> str:
     env = with_token_auth(os.environ)
     if subprocess.run([str(ray_cli), "status"], capture_output=True, env=env).returncode == 0:
         return "auto"
-    subprocess.run(
-        [
-            str(ray_cli),
-            "start",
-            "--head",
-            f"--num-cpus={(os.cpu_count() or 1) + DATA_CPU_HEADROOM}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard_port}",
-            f"--metrics-export-port={metrics_port}",
-            "--disable-usage-stats",
-        ],
-        check=True,
-        env=serve_env(env),
-    )
+    # Ray's banner goes to a file, not a pipe: the daemons it starts would hold a pipe open
+    with tempfile.TemporaryFile("w+") as banner:
+        started = subprocess.run(
+            [
+                str(ray_cli),
+                "start",
+                "--head",
+                f"--num-cpus={(os.cpu_count() or 1) + DATA_CPU_HEADROOM}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard_port}",
+                f"--metrics-export-port={metrics_port}",
+                "--disable-usage-stats",
+            ],
+            env=serve_env(env),
+            **({} if logs.verbose() else {"stdout": banner, "stderr": subprocess.STDOUT}),
+        )
+        if started.returncode != 0:
+            banner.seek(0)
+            raise ClusterError(f"`ray start --head` failed:\n{banner.read()}")
+    print(f"started a Ray head on this machine: dashboard http://127.0.0.1:{dashboard_port}", flush=True)
     return "auto"
 
 

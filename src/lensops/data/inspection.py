@@ -15,13 +15,15 @@ from lensops.config import DataConfig
 from lensops.data import storage
 from lensops.data.images import Issue, check_image
 from lensops.data.reading import map_rows, read_file
+from lensops.progress import tracked
 
 
 def inspect(files: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     """Adds ``sha256``, ``width``, ``height``, ``issue`` and ``detail`` to every file row."""
     fs, _ = storage.resolve(cfg.source)
     kwargs = {"fs": fs, "min_side": cfg.min_side, "max_pixels": cfg.max_pixels}
-    inspected = map_rows(files, _inspect_batch, kwargs, cfg).to_pandas()
+    batches = map_rows(files, _inspect_batch, kwargs, cfg).iter_batches(batch_format="pandas", batch_size=None)
+    inspected = pd.concat(tracked(batches, len(files), "validating files"), ignore_index=True)
     return inspected.sort_values("path").reset_index(drop=True)
 
 

@@ -34,6 +34,7 @@ from lensops.data.reading import map_rows, read_file
 from lensops.model.forward import ModelInfo
 from lensops.model.preprocess import PreprocessSpec, image_to_uint8
 from lensops.monitoring import records
+from lensops.progress import tracked
 from lensops.scoring import parts
 from lensops.scoring.inputs import list_inputs
 from lensops.tracking import registry, runs
@@ -129,7 +130,8 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
         num_gpus=1 if use_gpu else 0,
     )
     outcome = BatchOutcome(output=output, model=info, files=len(files), already_scored=0)
-    for batch in scored.iter_batches(batch_format="pandas", batch_size=None):
+    batches = scored.iter_batches(batch_format="pandas", batch_size=None)
+    for batch in tracked(batches, len(files), f"scoring with {info.name} v{info.version}"):
         outcome.predictions.update(batch.loc[batch["status"] == records.OK, "label"])
         outcome.rejected.update(batch.loc[batch["status"] == records.REJECTED, "reason"])
     outcome.already_scored = outcome.files - outcome.scored - sum(outcome.rejected.values())

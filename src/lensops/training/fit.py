@@ -9,16 +9,17 @@ split, logs the task's report and plots, and registers the model version with al
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
+from ray.util.queue import Queue
 from torch import nn
 
+from lensops import logs
 from lensops.config import LensopsConfig
 from lensops.data.catalog import Catalog, build_catalog
 from lensops.data.loading import augmented, split_datasets
@@ -60,8 +61,8 @@ def fit(cfg: LensopsConfig, catalog: Catalog | None = None, parent_run_id: str |
     prepared = prepare(cfg, catalog)
     prepared.catalog.write(Path(cfg.data.work_dir) / "datasets")
     run_id = open_run(cfg, prepared, parent_run_id)
-    with runs.closing(prepared.uri, run_id):
-        result = run_trainer(cfg, prepared, run_id)
+    with runs.closing(prepared.uri, run_id), logs.relayed() as lines:
+        result = run_trainer(cfg, prepared, run_id, lines=lines)
         best = result.get_best_checkpoint(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode)
         return conclude(cfg, prepared, run_id, best or result.checkpoint)
 
@@ -87,11 +88,13 @@ def run_trainer(
     run_id: str,
     callbacks: Sequence[UserCallback] = (),
     name: str | None = None,
+    lines: Queue | None = None,
 ) -> Result:
-    """One data-parallel ``TorchTrainer`` fit; epochs are logged into ``run_id`` as they end.
+    """One data-parallel ``TorchTrainer`` fit; epochs are logged into ``run_id`` as they end,
+    and their lines put on ``lines`` (:func:`lensops.logs.relayed`) when given.
 
     A fit with the ``name`` of an interrupted one resumes from its latest checkpoint."""
-    logger = runs.EpochLogger(prepared.uri, run_id, cfg.train.epochs)
+    logger = runs.EpochLogger(prepared.uri, run_id, cfg.train.epochs, lines)
     train = augmented(prepared.datasets["train"], prepared.spec.task, cfg.preprocess.augment)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -100,8 +103,7 @@ def run_trainer(
         run_config=_run_config(cfg, name or f"lensops-{run_id}", [logger, *callbacks]),
         datasets={"train": train, "val": prepared.datasets["val"]},
     )
-    with _quiet_data_progress():  # per-epoch lines from the controller are the progress report here
-        return trainer.fit()
+    return trainer.fit()
 
 
 def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Checkpoint) -> TrainOutcome:
@@ -181,17 +183,6 @@ def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
         config=cfg.model_dump(mode="json"),
         git_commit=commit,
     )
-
-
-@contextmanager
-def _quiet_data_progress() -> Iterator[None]:
-    context = ray.data.DataContext.get_current()
-    shown = context.enable_progress_bars
-    context.enable_progress_bars = False
-    try:
-        yield
-    finally:
-        context.enable_progress_bars = shown
 
 
 def _scaling(cfg: LensopsConfig) -> ScalingConfig:

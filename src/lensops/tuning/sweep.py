@@ -27,7 +27,7 @@ from ray.train import Checkpoint
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from lensops.config import LensopsConfig
-from lensops.console import console
+from lensops.console import console, show
 from lensops.data.catalog import Catalog, build_catalog
 from lensops.tracking import runs
 from lensops.training import fit
@@ -75,7 +75,7 @@ def run_sweep(
         results = tuner.fit()
         trials = ranked([_summary(uri, sweep_run, base, result, sweep) for result in results], sweep.mode)
         _close_stopped_trials(uri, trials)
-        console.print(table(trials, sweep.metric))
+        show(table(trials, sweep.metric))
         best = _register_best(sweep, base, catalog, trials)
         _log_sweep(uri, sweep_run, sweep, base, trials, best)
     return SweepOutcome(parent_run_id=sweep_run, experiment_path=path, trials=trials, best=best)
