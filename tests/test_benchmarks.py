@@ -80,3 +80,23 @@ def test_batch_predict_smoke(tmp_path: Path) -> None:
     for row in rounds:
         assert positive(row["lensops"]) and positive(row["plain"]) and positive(row["ratio"]), row
     assert positive(result["results"]["median_ratio"])
+
+
+SERVER_SIDE = {"ray", "mlflow", "fastapi", "starlette", "rich", "pandas"}
+"""What a bare GPU machine does not have: the GPU benchmark must not import any of it."""
+
+
+def test_gpu_smoke_runs_on_the_torch_side_alone(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, "-X", "importtime", str(REPO / "benchmarks" / "gpu.py"), "--smoke", "--json", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=user_env(), capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    timed = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in timed}
+    assert {"torch", "torchvision", "timm", "lensops"} <= imported
+    assert not imported & SERVER_SIDE, imported & SERVER_SIDE
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["part"] for row in rows} == {"forward", "train step", "decode -> forward"}
+    assert all(positive(row["baseline"]) and positive(row["measured"]) for row in rows)
+    assert "lensops torch side on cpu" in done.stdout
