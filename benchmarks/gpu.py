@@ -12,9 +12,10 @@ cost of a forward does not depend on them).
   the table gives the median img/s of each side and the median ratio with its min-max.
 * train step: img/s of forward + backward + AdamW step, fp32 against AMP (with a gradient
   scaler for fp16), alternating the same way.
-* decode -> forward: PNG bytes decoded and resized by lensops' ``to_uint8`` in a pool of N
-  processes feeding batches to the device; img/s per pool size, against the forward alone, and
-  the decode processes one device needs (forward img/s over one process's decode img/s).
+* decode -> forward: synthetic 300 px solar-cell PNGs decoded and resized by lensops'
+  ``to_uint8`` in a pool of N processes feeding batches to the device; img/s per pool size,
+  against the forward alone, and the decode processes one device needs (forward img/s over one
+  process's decode img/s).
 
     python benchmarks/gpu.py --device cuda --json gpu.json
     python benchmarks/gpu.py --smoke          # seconds, on CPU
@@ -37,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from lensops.config import ModelConfig, PreprocessConfig, TrainConfig
+from lensops.data import synthetic
 from lensops.model.preprocess import PreprocessSpec, normalizer, to_uint8
 from lensops.model.tasks import get_task
 
@@ -118,25 +119,19 @@ def half(device: torch.device) -> torch.dtype:
 
 def forward_step(model: nn.Module, images: torch.Tensor, normalize: Callable, dtype: torch.dtype | None) -> Step:
     """uint8 -> normalised on the device -> network, under autocast to ``dtype`` when given."""
+    device = next(model.parameters()).device
+    weight = next(p for p in model.parameters() if p.dim() == 4)
+    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     @torch.inference_mode()
     def step() -> None:
-        inputs = normalize(images.to(model_device(model), non_blocking=True))
-        if model_is_channels_last(model):
+        inputs = normalize(images.to(device, non_blocking=True))
+        if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(inputs.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             model(inputs)
 
     return step
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def model_is_channels_last(model: nn.Module) -> bool:
-    weight = next(p for p in model.parameters() if p.dim() == 4)
-    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def forward_rows(args: argparse.Namespace, device: torch.device, spec: PreprocessSpec) -> Iterator[dict]:
@@ -162,7 +157,7 @@ def forward_rows(args: argparse.Namespace, device: torch.device, spec: Preproces
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, normalize: Callable, amp: bool) -> Step:
     """One optimisation step as the training loop takes it: loss, backward, AdamW."""
-    device = model_device(model)
+    device = next(model.parameters()).device
     loss_fn = get_task("classification").loss_fn(TrainConfig())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dtype = half(device)
@@ -194,15 +189,12 @@ def train_rows(args: argparse.Namespace, device: torch.device, spec: PreprocessS
 
 
 def png_bytes(count: int, side: int = 300, seed: int = 0) -> list[bytes]:
-    """Photo-like PNGs (smooth gradients plus noise) of ``side`` px, as files would arrive."""
+    """The project's synthetic solar cells as PNG files of ``side`` px (what the other scripts send)."""
     rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 255, side, dtype=np.float32)
     encoded = []
-    for _ in range(count):
-        base = (ramp[None, :, None] * rng.uniform(0.3, 1.0, 3) + ramp[:, None, None] * rng.uniform(0, 0.5, 3)) / 1.5
-        pixels = np.clip(base + rng.normal(0, 12, (side, side, 3)), 0, 255).astype(np.uint8)
+    for index in range(count):
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
+        synthetic.cell_image(rng, side, dusty=index % 2 == 1)[0].save(buffer, format="PNG")
         encoded.append(buffer.getvalue())
     return encoded
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import AbstractContextManager, nullcontext, redirect_stdout
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -55,15 +54,10 @@ JsonOption = Annotated[
 ]
 
 
-@contextmanager
-def _stdout_for_results(as_json: bool) -> Iterator[None]:
+def _stdout_for_results(as_json: bool) -> AbstractContextManager:
     """With ``--json``, whatever the work prints (progress, tables, Ray Tune's status) goes to
     stderr, so that stdout carries the JSON result alone."""
-    if not as_json:
-        yield
-        return
-    with redirect_stdout(sys.stderr):
-        yield
+    return redirect_stdout(sys.stderr) if as_json else nullcontext()
 
 
 class SampleSource(StrEnum):

@@ -90,7 +90,7 @@ def free_port() -> int:
     Drawn at random between Ray's worker ports and the kernel's ephemeral range, never from that
     range (as ``bind(("", 0))`` would): there, any outgoing connection or port-0 listener that Ray
     opens in the meantime can take it, and the server's bind then fails."""
-    between = range(RAY_WORKER_PORTS_END + 1, _ephemeral_ports()[0])
+    between = range(RAY_WORKER_PORTS_END + 1, first_ephemeral_port())
     for port in random.sample(between, k=min(64, len(between))) or [0]:  # [0]: no such gap here
         with socket.socket() as sock:
             try:
@@ -101,13 +101,12 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {between}")
 
 
-def _ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for outgoing connections and port-0 binds (Linux; IANA's elsewhere)."""
+def first_ephemeral_port() -> int:
+    """Where the kernel's range for outgoing connections and port-0 binds starts (Linux; IANA's elsewhere)."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    except (OSError, ValueError):
-        return 49152, 65535
-    return int(low), int(high)
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
 
 
 class ClusterError(RuntimeError):
