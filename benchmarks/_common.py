@@ -1,8 +1,9 @@
 """Shared pieces of the benchmark scripts: flags, environment facts, statistics, tables, JSON.
 
-Every script measures lensops and its baseline in the same run and prints one rich table with
-``lensops``, ``baseline`` and ``ratio`` columns; ``--json`` writes the same rows plus the
-environment (CPU model, cores, library versions) to a file.
+Every script measures lensops and its baseline in the same run, the sides taking turns over
+rounds (:func:`in_rounds`), and prints one rich table with ``lensops``, ``baseline`` and
+``ratio`` columns, the ratio as the median of the rounds' ratios with its range; ``--json``
+writes the same rows plus the environment (CPU model, cores, library versions) to a file.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +131,45 @@ def alternating(sides: Sequence[str], rounds: int) -> Iterator[list[str]]:
         yield list(sides) if index % 2 == 0 else list(reversed(sides))
 
 
+def in_rounds(sides: Mapping[str, Callable[[], Any]], rounds: int) -> list[dict[str, Any]]:
+    """Calls every side once per round in :func:`alternating` order; one row per round:
+    ``{"round": 1, "first": <side>, <side>: <what it returned>, ...}``."""
+    measured = []
+    for index, order in enumerate(alternating(list(sides), rounds)):
+        row: dict[str, Any] = {"round": index + 1, "first": order[0]}
+        for name in order:
+            row[name] = sides[name]()
+        measured.append(row)
+    return measured
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, lowest and highest of ``values`` (the ratios of the rounds)."""
+    return {"median": statistics.median(values), "lowest": min(values), "highest": max(values)}
+
+
+def round_comparison(
+    measured: Sequence[dict[str, Any]], ours: str, theirs: str, metrics: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """One row per ``(label, key)`` of ``measured`` (:func:`in_rounds`): each side's median over
+    the rounds, and the median and range of the rounds' ratios ``ours / theirs``."""
+    rows = []
+    for label, key in metrics:
+        mine, other = [r[ours][key] for r in measured], [r[theirs][key] for r in measured]
+        ratios = spread([ratio(a, b) for a, b in zip(mine, other, strict=True)])
+        rows.append(
+            {
+                "metric": label,
+                "lensops": statistics.median(mine),
+                "baseline": statistics.median(other),
+                "ratio": ratios["median"],
+                "ratio_range": f"{ratios['lowest']:.2f}..{ratios['highest']:.2f}",
+                "rounds": len(mine),
+            }
+        )
+    return rows
+
+
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
     """``{"p50": ..., ...}`` of ``values`` (NaN when empty)."""
     if not values:
@@ -206,6 +247,18 @@ def comparison_columns(lensops: str, baseline: str, fmt: str = ".1f") -> list[Co
         Column("lensops", lensops, fmt, "lensops"),
         Column("baseline", baseline, fmt, "baseline"),
         Column("ratio", "ratio lensops/baseline", ".2f", "ratio"),
+    ]
+
+
+def round_columns(lensops: str, baseline: str, fmt: str = ".1f") -> list[Column]:
+    """The columns of :func:`round_comparison` rows."""
+    return [
+        Column("metric", "metric", ""),
+        Column("lensops", f"{lensops}, median", fmt, "lensops"),
+        Column("baseline", f"{baseline}, median", fmt, "baseline"),
+        Column("ratio", "ratio lensops/baseline, median", ".2f", "ratio"),
+        Column("ratio_range", "ratio range", "", "ratio"),
+        Column("rounds", "rounds", "d"),
     ]
 
 

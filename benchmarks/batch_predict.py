@@ -20,7 +20,7 @@ spread (lowest..highest).
 from __future__ import annotations
 
 import argparse
-import statistics
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,14 @@ from lensops.tracking import registry
 from _common import (
     Column,
     add_model_flags,
-    alternating,
     check_device,
     console,
     cores,
+    in_rounds,
     parser,
     print_table,
     set_torch_threads,
+    spread,
     start_ray,
     stopwatch,
     workspace,
@@ -96,15 +97,15 @@ def measure(args: argparse.Namespace, work: Path, folder: Path, uri: str) -> lis
         }
     )
     files = sorted(folder.rglob("*.png"))
+    outputs = (work / f"out-{index}" for index in itertools.count())  # a fresh output each round
     sides = {
-        "lensops": lambda index: lensops_round(cfg, folder, work / f"out-{index}"),
-        "plain": lambda index: plain_round(uri, files, args.batch_size, args.device),
+        "lensops": lambda: timed(lambda: lensops_round(cfg, folder, next(outputs))),
+        "plain": lambda: timed(lambda: plain_round(uri, files, args.batch_size, args.device)),
     }
-    rows = []
-    for index, order in enumerate(alternating(list(sides), args.rounds)):
-        rates = {name: timed(lambda name=name, index=index: sides[name](index)) for name in order}
-        rows.append({"round": index + 1, "first": order[0], **rates, "ratio": rates["lensops"] / rates["plain"]})
-        console.print(f"round {index + 1}: lensops {rates['lensops']:.1f} img/s, plain {rates['plain']:.1f} img/s")
+    rows = in_rounds(sides, args.rounds)
+    for row in rows:
+        row["ratio"] = row["lensops"] / row["plain"]
+        console.print(f"round {row['round']}: lensops {row['lensops']:.1f} img/s, plain {row['plain']:.1f} img/s")
     return rows
 
 
@@ -119,9 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         start_ray()
         rows = measure(args, work, folder, uri)
         ray.shutdown()
-    ratios = [row["ratio"] for row in rows]
-    summary = {"median_ratio": statistics.median(ratios), "lowest_ratio": min(ratios), "highest_ratio": max(ratios)}
-    rows.append({"round": "median", "ratio": summary["median_ratio"], "first": f"{min(ratios):.2f}..{max(ratios):.2f}"})
+    ratios = spread([row["ratio"] for row in rows])
+    summary = {f"{k}_ratio": v for k, v in ratios.items()}
+    span = f"{ratios['lowest']:.2f}..{ratios['highest']:.2f}"
+    rows.append({"round": "median", "ratio": ratios["median"], "first": span})
     columns = [
         Column("round", "round", ""),
         Column("first", "first (median row: spread)", ""),

@@ -11,7 +11,9 @@ workers (``--workers``, default: all cores), and hand batches of ``--batch-size`
   (unset: decode tasks up to the local Ray's free logical CPUs, cores + 2).
 * baseline: ``DataLoader(ImageFolder(root, transform), num_workers=--workers)``.
 
-Each side runs one unmeasured warm-up pass, then ``--passes`` measured passes.
+Each side runs one warm-up pass (reported apart), then one pass per round for ``--rounds``
+rounds, the sides taking turns (the order reverses every other round). Ray stays up, idle,
+while the DataLoader runs.
 
     .venv/bin/python benchmarks/ingest.py --count 2000 --size 300 --json ingest.json
 """
@@ -19,10 +21,8 @@ Each side runs one unmeasured warm-up pass, then ``--passes`` measured passes.
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import ray
 from torch.utils.data import DataLoader
@@ -37,11 +37,12 @@ from lensops.model.tasks import get_task
 
 from _common import (
     check_device,
-    comparison,
-    comparison_columns,
     console,
+    in_rounds,
     parser,
     print_table,
+    round_columns,
+    round_comparison,
     set_torch_threads,
     start_ray,
     stopwatch,
@@ -57,22 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parsed.add_argument("--image-size", type=int, default=128, help="output side after resize + crop (px)")
     parsed.add_argument("--batch-size", type=int, default=64, help="batch handed to the consumer")
     parsed.add_argument("--workers", type=int, help="parallel decoders on each side (default: --threads)")
-    parsed.add_argument("--passes", type=int, default=3, help="measured passes after the warm-up pass")
+    parsed.add_argument(
+        "--rounds", type=int, default=3, help="measured rounds (one pass of each side) after the warm-up"
+    )
     args = parsed.parse_args(argv)
     if args.smoke:
-        args.count, args.size, args.passes = 48, 96, 1
+        args.count, args.size, args.rounds = 48, 96, 2
     args.workers = args.workers or args.threads
     return args
 
 
-def timed_passes(batches: Callable[[], Iterable[int]], passes: int) -> dict[str, Any]:
-    """Images/s of a warm-up pass and of each measured pass; ``batches`` yields batch sizes."""
-    rates = []
-    for _ in range(passes + 1):
-        with stopwatch() as elapsed:
-            images = sum(batches())
-        rates.append(images / elapsed())
-    return {"warmup_img_per_s": rates[0], "img_per_s": statistics.mean(rates[1:]), "passes": rates[1:]}
+def one_pass(batches: Callable[[], Iterable[int]]) -> dict[str, float]:
+    """Images/s of one pass over the folder; ``batches`` yields batch sizes."""
+    with stopwatch() as elapsed:
+        images = sum(batches())
+    return {"img_per_s": images / elapsed()}
 
 
 def lensops_catalog(folder: Path) -> Catalog:
@@ -131,23 +131,27 @@ def main(argv: list[str] | None = None) -> None:
         with stopwatch() as elapsed:
             total = samples.write_synthetic(folder, count_per_class=args.count, size=args.size)
         console.print(f"generated {total} PNGs of {args.size} px in {elapsed():.1f} s")
-        baseline = timed_passes(dataloader_batches(folder, spec, args), args.passes)
-        console.print(f"DataLoader: {baseline['img_per_s']:.1f} img/s")
         catalog = lensops_catalog(folder)
-        ours = timed_passes(lensops_batches(catalog, spec, args, args.workers), args.passes)
-        console.print(f"lensops, {args.workers} decode tasks: {ours['img_per_s']:.1f} img/s")
-        defaults = timed_passes(lensops_batches(catalog, spec, args, None), args.passes)
-        console.print(f"lensops, default decode concurrency: {defaults['img_per_s']:.1f} img/s")
+        sides = {
+            "dataloader": dataloader_batches(folder, spec, args),
+            "lensops": lensops_batches(catalog, spec, args, args.workers),
+            "lensops_default": lensops_batches(catalog, spec, args, None),
+        }
+        warmup = {"round": 0} | {name: one_pass(batches) for name, batches in sides.items()}
+        measured = in_rounds({name: lambda b=batches: one_pass(b) for name, batches in sides.items()}, args.rounds)
+        for row in measured:
+            console.print(f"round {row['round']}: " + ", ".join(f"{n} {row[n]['img_per_s']:.1f} img/s" for n in sides))
         ray.shutdown()
-    metrics = [("img/s, mean of measured passes", "img_per_s"), ("img/s, warm-up pass", "warmup_img_per_s")]
-    default_metric = [("img/s, lensops default decode concurrency, mean of measured passes", "img_per_s")]
-    table = comparison(ours, baseline, metrics) + comparison(defaults, baseline, default_metric)
+    table = [
+        *round_comparison(measured, "lensops", "dataloader", [(f"img/s, {args.workers} decode tasks", "img_per_s")]),
+        *round_comparison(measured, "lensops_default", "dataloader", [("img/s, lensops default", "img_per_s")]),
+        *round_comparison([warmup], "lensops", "dataloader", [("img/s, warm-up pass", "img_per_s")]),
+    ]
     title = f"ingest: {total} PNGs {args.size} px -> uint8 {args.image_size} px, {args.workers} workers, {args.device}"
-    columns = comparison_columns("lensops (Ray Data)", "DataLoader + ImageFolder")
-    print_table(title, columns, table)
+    columns = round_columns("lensops (Ray Data)", "DataLoader + ImageFolder")
+    print_table(title, columns, table, note="lensops default: decode tasks up to the free CPUs of the local Ray")
     settings = {k: v for k, v in vars(args).items() if k != "json"}
-    results = {"rows": table, "lensops": ours, "lensops_defaults": defaults, "baseline": baseline}
-    write_json(args.json, "ingest", args.device, settings, results)
+    write_json(args.json, "ingest", args.device, settings, {"rows": table, "rounds": measured, "warmup": warmup})
 
 
 if __name__ == "__main__":

@@ -11,11 +11,14 @@ decoded uint8 train split of a generated image folder, with the same augmentatio
 * plain: one process, ``--threads`` torch threads, batches of ``--batch-size x --workers``
   drawn from the same uint8 arrays held in memory, the same per-image augmentation.
 
-The first epoch is a warm-up; the table averages the epochs after it. "end to end" divides the
-train images by the whole epoch (train + validation pass; for lensops also the checkpoint and
-report to the Train controller).
+A round is one fit of each side, ``--epochs`` epochs from the same initial weights; the sides take
+turns over ``--rounds`` rounds (the order reverses every other round), and Ray stays up, idle,
+while the plain loop runs. In a fit the first epoch is a warm-up; a round's figure averages the
+epochs after it, and the table gives the medians over rounds. "end to end" divides the train
+images by the whole epoch (train + validation pass; for lensops also the checkpoint and report
+to the Train controller).
 
-    .venv/bin/python benchmarks/training.py --count 700 --epochs 3 --json training.json
+    .venv/bin/python benchmarks/training.py --count 700 --epochs 3 --rounds 3 --json training.json
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ from lensops.training.fit import Prepared, open_run, prepare, run_trainer
 from _common import (
     add_model_flags,
     check_device,
-    comparison,
-    comparison_columns,
     console,
+    in_rounds,
     parser,
     print_table,
+    round_columns,
+    round_comparison,
     set_torch_threads,
     start_ray,
     stopwatch,
@@ -63,10 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parsed.add_argument("--epochs", type=int, default=3, help="epochs per side, the first one a warm-up")
     parsed.add_argument("--batch-size", type=int, default=32, help="per-worker batch (train.batch_size)")
     parsed.add_argument("--workers", type=int, default=2, help="Ray Train workers (train.num_workers)")
+    parsed.add_argument("--rounds", type=int, default=3, help="rounds of one fit per side")
     args = parsed.parse_args(argv)
     if args.smoke:
         args.arch, args.weights, args.image_size = "resnet18", "none", 32
-        args.count, args.size, args.epochs, args.batch_size = 30, 48, 2, 8
+        args.count, args.size, args.epochs, args.batch_size, args.rounds = 30, 48, 2, 8, 1
     return args
 
 
@@ -117,7 +122,11 @@ def summary(rates: list[float], end_to_end: list[float], warmup: float, total_s:
 # ---- baseline: a plain PyTorch loop ---------------------------------------------------------
 
 
-def in_memory(dataset: ray.data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+Split = tuple[torch.Tensor, torch.Tensor]
+"""Images (uint8) and targets of one split, in memory."""
+
+
+def in_memory(dataset: ray.data.Dataset) -> Split:
     """The decoded uint8 images and targets of a (cached) lensops dataset, as tensors."""
     batches = list(dataset.iter_batches(batch_size=1024, batch_format="numpy"))
     images = np.concatenate([b["image"] for b in batches])
@@ -142,7 +151,7 @@ class PlainLoop:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
         self.batch_size = cfg.train.batch_size * cfg.train.num_workers
 
-    def epoch(self, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor]) -> tuple:
+    def epoch(self, train: Split, val: Split) -> tuple:
         """(train images/s, end-to-end images/s) of one training pass plus one validation pass."""
         started = time.perf_counter()
         self.model.train()
@@ -174,9 +183,8 @@ class PlainLoop:
                 self.model(self.inputs(images[index]))
 
 
-def plain_fit(cfg: LensopsConfig, prepared: Prepared, device: str) -> dict[str, Any]:
-    train, val = in_memory(prepared.datasets["train"]), in_memory(prepared.datasets["val"])
-    loop = PlainLoop(cfg, prepared.spec, device)
+def plain_fit(cfg: LensopsConfig, spec: ModelSpec, train: Split, val: Split, device: str) -> dict[str, Any]:
+    loop = PlainLoop(cfg, spec, device)
     with stopwatch() as elapsed:
         epochs = [loop.epoch(train, val) for _ in range(cfg.train.epochs)]
         total_s = elapsed()
@@ -197,26 +205,30 @@ def main(argv: list[str] | None = None) -> None:
         prepared = prepare(cfg)
         train_images = prepared.catalog.split("train").shape[0]
         console.print(f"{count} images, {train_images} in the train split")
-        plain = plain_fit(cfg, prepared, args.device)
-        console.print(f"plain loop: {plain['train_img_per_s']:.1f} train img/s")
-        ours = lensops_fit(cfg, prepared)
-        console.print(f"lensops: {ours['train_img_per_s']:.1f} train img/s")
+        train, val = in_memory(prepared.datasets["train"]), in_memory(prepared.datasets["val"])
+        sides = {
+            "lensops": lambda: lensops_fit(cfg, prepared),
+            "plain": lambda: plain_fit(cfg, prepared.spec, train, val, args.device),
+        }
+        measured = in_rounds(sides, args.rounds)
+        for row in measured:
+            console.print(f"round {row['round']}: " + ", ".join(f"{n} {row[n]['train_img_per_s']:.1f}" for n in sides))
         ray.shutdown()
     metrics = [
         ("train img/s (train pass)", "train_img_per_s"),
         ("end to end img/s (whole epoch)", "end_to_end_img_per_s"),
         ("warm-up epoch train img/s", "warmup_train_img_per_s"),
     ]
-    table = comparison(ours, plain, metrics)
+    table = round_comparison(measured, "lensops", "plain", metrics)
     title = (
         f"training: {args.arch} at {args.image_size} px, {train_images} train images, "
         f"{args.workers} Ray Train workers x batch {args.batch_size} vs 1 process x batch "
         f"{args.batch_size * args.workers}, {args.device}"
     )
-    columns = comparison_columns(f"lensops (Ray Train, {args.workers} workers)", "plain PyTorch loop")
-    print_table(title, columns, table, note=f"mean of epochs 2..{args.epochs}")
+    columns = round_columns(f"lensops (Ray Train, {args.workers} workers)", "plain PyTorch loop")
+    print_table(title, columns, table, note=f"a round: mean of epochs 2..{args.epochs} of one fit")
     settings = {k: v for k, v in vars(args).items() if k != "json"}
-    write_json(args.json, "training", args.device, settings, {"rows": table, "lensops": ours, "plain": plain})
+    write_json(args.json, "training", args.device, settings, {"rows": table, "rounds": measured})
 
 
 if __name__ == "__main__":

@@ -41,10 +41,14 @@ def test_serving_smoke(tmp_path: Path) -> None:
     rows = result["results"]["rows"]
     assert [r["concurrency"] for r in rows] == [1, 8]
     for row in rows:
-        for key in ("lensops_img_per_s", "fastapi_img_per_s", "raw_img_per_s", "efficiency", "vs_fastapi"):
+        for key in ("lensops_img_per_s", "fastapi_img_per_s", "ceiling_img_per_s", "efficiency", "vs_fastapi"):
             assert positive(row[key]), (key, row)
         assert positive(row["lensops_p99_ms"]) and positive(row["fastapi_p99_ms"])
         assert row["lensops_errors"] == 0 and row["fastapi_errors"] == 0, row
+    for rounds in result["results"]["levels"].values():  # the sides take turns
+        assert [r["first"] for r in rounds] == ["lensops", "fastapi"]
+    ceiling = result["results"]["ceiling"]
+    assert positive(ceiling["decode_cpu_ms"]) and positive(ceiling["forward_cpu_ms"])
     assert result["environment"]["cores"] >= 1
 
 
@@ -63,6 +67,7 @@ def test_ingest_smoke(tmp_path: Path) -> None:
     assert "ingest:" in stdout and "DataLoader" in stdout
     for row in result["results"]["rows"]:
         assert positive(row["lensops"]) and positive(row["baseline"]) and positive(row["ratio"]), row
+    assert [r["first"] for r in result["results"]["rounds"]] == ["dataloader", "lensops_default"]
 
 
 def test_training_smoke(tmp_path: Path) -> None:
