@@ -48,6 +48,9 @@ def add_model_flags(parsed: argparse.ArgumentParser) -> None:
     parsed.add_argument("--arch", default="timm:tf_efficientnet_lite0", help="lensops model.architecture")
     parsed.add_argument("--weights", default="efficientnet-lite0", help="lensops model.weights ('none': random)")
     parsed.add_argument("--image-size", type=int, default=128, help="model input size (px)")
+    parsed.add_argument(
+        "--runtime", choices=("torch", "onnxruntime"), default="torch", help="lensops' serve/batch.runtime"
+    )
 
 
 def cores() -> int:

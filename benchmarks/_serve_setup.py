@@ -88,6 +88,7 @@ def service_config(uri: str, args: argparse.Namespace) -> LensopsConfig:
     cfg.tracking.tracking_uri = uri
     cfg.tracking.registered_model = MODEL_NAME
     cfg.serve.device = args.device
+    cfg.serve.runtime = args.runtime
     cfg.serve.watch_interval_s = 0  # swaps only through POST /reload-model
     cfg.serve.max_batch_size = args.max_batch_size
     cfg.serve.batch_wait_timeout_s = args.batch_wait_s

@@ -4,8 +4,9 @@ Both score every PNG of a generated folder with the same registered model (``--a
 ``--weights``), decode included, and both load the model from the registry inside the timing:
 
 * lensops: :func:`lensops.scoring.batch.batch_predict` on a local Ray: read, hash, check and
-  decode fused into an actor pool of ``--concurrency`` scorers (one model copy each), parquet
-  parts written, an MLflow run logged; a fresh output folder each round.
+  decode fused into an actor pool of ``--concurrency`` scorers (one model copy each, answering
+  through ``--runtime``: torch eager or ONNX Runtime), parquet parts written, an MLflow run
+  logged; a fresh output folder each round.
 * plain: one process with ``--threads`` torch threads: read each file, decode it with the same
   preprocessing (:func:`lensops.model.preprocess.to_uint8`), batches of ``--batch-size`` through
   the same forward path (:class:`lensops.model.forward.Predictor`), answers kept in memory.
@@ -93,7 +94,12 @@ def measure(args: argparse.Namespace, work: Path, folder: Path, uri: str) -> lis
     cfg = LensopsConfig.model_validate(
         {
             "tracking": {"tracking_uri": uri, "registered_model": MODEL_NAME, "experiment": "benchmark"},
-            "batch": {"batch_size": args.batch_size, "concurrency": args.concurrency, "device": args.device},
+            "batch": {
+                "batch_size": args.batch_size,
+                "concurrency": args.concurrency,
+                "device": args.device,
+                "runtime": args.runtime,
+            },
         }
     )
     files = sorted(folder.rglob("*.png"))
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     columns = [
         Column("round", "round", ""),
         Column("first", "first (median row: spread)", ""),
-        Column("lensops", f"lensops img/s ({args.concurrency} actors)", ".1f", "lensops"),
+        Column("lensops", f"lensops img/s ({args.concurrency} actors, {args.runtime})", ".1f", "lensops"),
         Column("plain", f"plain loop img/s ({args.threads} threads)", ".1f", "baseline"),
         Column("ratio", "ratio lensops/plain", ".2f", "ratio"),
     ]

@@ -3,11 +3,12 @@ the same closed-loop HTTP load, against the machine's pipeline ceiling, in one r
 
 1. An untrained model (``--arch`` backbone with its pretrained weights, fresh head) is saved
    with lensops.model.artifact and registered as ``champion`` in a temporary sqlite MLflow store.
-2. The ceiling, in this process on one torch thread: the CPU cost per image of decoding and
+2. The ceiling, in this process on one thread: the CPU cost per image of decoding and
    preprocessing an upload (:func:`lensops.serving.inputs.prepare`, the preprocessing tier's
    work) and of the batched forward with its answer (:class:`lensops.model.forward.Predictor`
-   on batches of ``--max-batch-size``, the model tier's work), each alone. The machine's cores
-   divided by their sum is the most images per second any server can answer here.
+   on batches of ``--max-batch-size``, on the served ``--runtime``: the model tier's work), each
+   alone. The machine's cores divided by their sum is the most images per second any server can
+   answer here. With ``--runtime onnxruntime`` the torch eager forward is measured too.
 3. Both servers start and stay up: ``_fastapi_baseline.py`` in a subprocess (same preprocessing
    and answer, one forward pass per request, ``--threads`` torch threads), and a local Ray
    (lensops.runtime.init_ray) with the Serve application (lensops.serving.app.run_local). Ray
@@ -32,13 +33,14 @@ import numpy as np
 import torch
 
 from lensops.config import ServeConfig
-from lensops.model import artifact
+from lensops.model import artifact, onnx_forward
 from lensops.model.forward import ModelInfo, Predictor
 from lensops.serving.inputs import InputLimits, prepare
 
 from _common import (
     Column,
     check_device,
+    comparison_columns,
     console,
     cores,
     encoded_images,
@@ -82,11 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pipeline_ceiling(model_dir: Path, images: list[bytes], args: argparse.Namespace) -> dict[str, float]:
-    """CPU milliseconds per image of decode + preprocessing and of the batched forward, each
-    alone on one torch thread, and the img/s they allow on this machine's cores (on a GPU the
-    forward runs on the device, and the ceiling is the slower of the two stages)."""
+    """CPU milliseconds per image of decode + preprocessing and of the batched forward (on the
+    served ``--runtime``; torch eager too when that is ONNX Runtime), each alone on one thread,
+    and the img/s they allow on this machine's cores (on a GPU the forward runs on the device,
+    and the ceiling is the slower of the two stages)."""
     model, spec = artifact.load(model_dir, args.device)
-    predictor = Predictor(model, spec, ModelInfo(name="ceiling", version="1", run_id="", dataset_version=""))
+    info = ModelInfo(name="ceiling", version="1", run_id="", dataset_version="")
+    runtimes = {"torch": Predictor(model, spec, info)}
+    if args.runtime == "onnxruntime":
+        runtimes["onnxruntime"] = Predictor(model, spec, info, graph=onnx_forward.export(model, spec))
     limits = InputLimits.from_config(ServeConfig())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -96,12 +102,17 @@ def pipeline_ceiling(model_dir: Path, images: list[bytes], args: argparse.Namesp
             return prepare(images[index % len(images)], spec.preprocess, limits)
 
         decode_s = cost_per_item(upload, 1, args)
-        batch = np.stack([upload(i) for i in range(args.max_batch_size)])
-        forward_s = cost_per_item(lambda _: predictor.predict({"image": batch}), args.max_batch_size, args)
+        batch = {"image": np.stack([upload(i) for i in range(args.max_batch_size)])}
+        forward_s = {
+            name: cost_per_item(lambda _, p=predictor: p.predict(batch), args.max_batch_size, args)
+            for name, predictor in runtimes.items()
+        }
     finally:
         torch.set_num_threads(threads)
-    ceiling = cores() / (decode_s + forward_s) if args.device == "cpu" else min(cores() / decode_s, 1 / forward_s)
-    return {"decode_cpu_ms": 1000 * decode_s, "forward_cpu_ms": 1000 * forward_s, "img_per_s": ceiling}
+    served = forward_s[args.runtime]
+    ceiling = cores() / (decode_s + served) if args.device == "cpu" else min(cores() / decode_s, 1 / served)
+    forward_ms = {f"forward_{name}_cpu_ms": 1000 * seconds for name, seconds in forward_s.items()}
+    return {"decode_cpu_ms": 1000 * decode_s, "forward_cpu_ms": 1000 * served, **forward_ms, "img_per_s": ceiling}
 
 
 def cost_per_item(step: Callable[[int], Any], items: int, args: argparse.Namespace) -> float:
@@ -275,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     set_torch_threads(args.threads)
     measured = measure(args)
     table = rows(measured)
-    title = f"serving: {args.arch} at {args.image_size} px, {args.source_size} px uploads, {args.device}"
+    title = (
+        f"serving: {args.arch} at {args.image_size} px ({args.runtime}), {args.source_size} px uploads, {args.device}"
+    )
     ceiling = measured["ceiling"]
     note = (
         f"medians of {args.rounds} rounds; ceiling = {cores()} cores / (decode {ceiling['decode_cpu_ms']:.1f} ms "
@@ -283,6 +296,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print_table(title, COLUMNS, [display(r) for r in table], note=note)
     print_table("where the CPU goes (from /proc; 'busy cores' is the machine's average)", *cpu_table(measured))
+    if "forward_onnxruntime_cpu_ms" in ceiling:
+        torch_ms, ort_ms = ceiling["forward_torch_cpu_ms"], ceiling["forward_onnxruntime_cpu_ms"]
+        row = {"metric": "forward CPU ms per image, 1 thread", "lensops": ort_ms, "baseline": torch_ms}
+        columns = comparison_columns("ONNX Runtime", "torch eager", ".2f")
+        print_table(f"model tier runtimes, batch {args.max_batch_size}", columns, [row | {"ratio": ort_ms / torch_ms}])
     checks = targets(table)
     print_table("serving targets", TARGET_COLUMNS, checks)
     settings = {k: v for k, v in vars(args).items() if k != "json"}

@@ -18,6 +18,15 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+Runtime = Literal["torch", "onnxruntime"]
+"""What runs a model's forward pass for answers (:class:`ServeConfig`, :class:`BatchConfig`)."""
+
+
+def _check_runtime(runtime: Runtime, device: str) -> None:
+    if runtime == "onnxruntime" and device == "cuda":
+        raise ValueError("runtime onnxruntime runs on the CPU: set device to cpu (or auto), or runtime to torch")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -165,6 +174,10 @@ class ServeConfig(Section):
     canary_percent: float = Field(10.0, ge=0, le=100)
     """Share of images (drawn at random per image) the challenger answers in ``canary`` mode."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Runtime = "torch"
+    """What runs the model replicas' forward pass: torch eager, or ONNX Runtime on the CPU (the
+    network exported to ONNX, at registration when training's config already says so, else
+    when a replica loads the version). Explanations always run on torch."""
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     min_replicas: int = Field(1, ge=0)
@@ -229,6 +242,11 @@ class ServeConfig(Section):
                 raise ValueError(f"{low}={getattr(self, low)} is above {high}={getattr(self, high)}")
         return self
 
+    @model_validator(mode="after")
+    def _onnxruntime_on_cpu(self) -> ServeConfig:
+        _check_runtime(self.runtime, self.device)
+        return self
+
     @field_validator("challenger_mode", mode="before")
     @classmethod
     def _bare_off(cls, value: Any) -> Any:
@@ -247,8 +265,15 @@ class BatchConfig(Section):
     """Scoring actors, each holding one copy of the model."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: one GPU per actor when the cluster has GPUs, else CPU."""
+    runtime: Runtime = "torch"
+    """``onnxruntime``: actors answer through ONNX Runtime on the CPU (as ``serve.runtime``)."""
     embeddings: bool = False
     """Also write each image's penultimate-layer embedding (the drift monitor's scoring does)."""
+
+    @model_validator(mode="after")
+    def _onnxruntime_on_cpu(self) -> BatchConfig:
+        _check_runtime(self.runtime, self.device)
+        return self
 
 
 class MonitorConfig(Section):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import nn
 from lensops.model import backbones
 from lensops.model.artifact import ModelSpec
 from lensops.model.preprocess import normalizer
+
+if TYPE_CHECKING:
+    from lensops.model.onnx_forward import OnnxForward
 
 Batch = Mapping[str, "torch.Tensor | np.ndarray"]
 """uint8 images per task input name, each (N, C, H, W); other keys (targets) are ignored."""
@@ -91,20 +94,28 @@ class ModelInfo:
 
 
 class Predictor:
-    """A loaded model version that turns a batch of uint8 images into answers."""
+    """A loaded model version that turns a batch of uint8 images into answers.
 
-    def __init__(self, network: nn.Module, spec: ModelSpec, info: ModelInfo):
+    With ``graph`` (the network exported to ONNX, :mod:`lensops.model.onnx_forward`) answers
+    come from ONNX Runtime; :attr:`forward`, the torch path, stays for explanations."""
+
+    def __init__(self, network: nn.Module, spec: ModelSpec, info: ModelInfo, graph: bytes | None = None):
         self.spec = spec
         self.info = info
         if next(network.parameters()).device.type == "cuda":
             network = network.to(memory_format=torch.channels_last)
         self.forward = Forward(network.eval(), spec)
+        self.runner: Forward | OnnxForward = self.forward
+        if graph is not None:
+            from lensops.model.onnx_forward import OnnxForward  # imports onnxruntime, and this module
+
+            self.runner = OnnxForward(graph, self.forward)
 
     def predict(self, batch: Batch, embed: bool = False) -> list[dict[str, Any]]:
         """One answer per example of ``batch``, in order; with ``embed`` each also carries its
         ``embedding`` (a list of floats, see :meth:`Forward.outputs_and_embeddings`)."""
         if not embed:
-            return self.spec.task.answers(self.forward.outputs(batch), self.spec.classes)
-        outputs, embeddings = self.forward.outputs_and_embeddings(batch)
+            return self.spec.task.answers(self.runner.outputs(batch), self.spec.classes)
+        outputs, embeddings = self.runner.outputs_and_embeddings(batch)
         answers = self.spec.task.answers(outputs, self.spec.classes)
         return [{**answer, "embedding": row.tolist()} for answer, row in zip(answers, embeddings, strict=True)]

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import ray
 
-from lensops.config import LensopsConfig
+from lensops.config import LensopsConfig, Runtime
 from lensops.data import storage
 from lensops.data.images import Issue, load_served_image
 from lensops.data.reading import map_rows, read_file
@@ -114,7 +114,7 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
     reading = cfg.data.model_copy(update={"decode_batch_size": cfg.batch.batch_size})
     kwargs = {"fs": fs, "spec": spec.preprocess, "rules": rules, "done": done}
     checked = map_rows(files, _read_and_check, kwargs, reading)
-    use_gpu = _use_gpu(cfg.batch.device)
+    use_gpu = cfg.batch.runtime == "torch" and _use_gpu(cfg.batch.device)
     scored = checked.map_batches(
         Scorer,
         fn_constructor_kwargs={
@@ -123,6 +123,7 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
             "output": output,
             "use_gpu": use_gpu,
             "embed": cfg.batch.embeddings,
+            "runtime": cfg.batch.runtime,
         },
         batch_size=cfg.batch.batch_size,
         batch_format="numpy",
@@ -186,11 +187,20 @@ class Scorer:
     """One actor of the scoring pool: a loaded model version that scores a batch of checked
     files, writes their records as one part and hands back what the driver counts."""
 
-    def __init__(self, tracking_uri: str, info: ModelInfo, output: str, use_gpu: bool, embed: bool = False):
+    def __init__(
+        self,
+        tracking_uri: str,
+        info: ModelInfo,
+        output: str,
+        use_gpu: bool,
+        embed: bool = False,
+        runtime: Runtime = "torch",
+    ):
         # set here, not as a runtime_env: remote args of its own would stop Ray Data from fusing
         # the read-and-check tasks into this actor on CPU (one pass per batch, no copy between)
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        self.predictor = registry.load_predictor(tracking_uri, info.name, info.version, "cuda" if use_gpu else "cpu")
+        device = "cuda" if use_gpu else "cpu"
+        self.predictor = registry.load_predictor(tracking_uri, info.name, info.version, device, runtime)
         self.output = output
         self.embed = embed
 

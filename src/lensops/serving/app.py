@@ -68,6 +68,7 @@ def build(cfg: LensopsConfig, ingress_env: dict[str, str] | None = None) -> serv
         serve_cfg.max_batch_size,
         serve_cfg.batch_wait_timeout_s,
         serve_cfg.log_path is not None and serve_cfg.log_embeddings,
+        serve_cfg.runtime,
     )
     ingress_autoscaling = {
         "min_replicas": serve_cfg.ingress_min_replicas,

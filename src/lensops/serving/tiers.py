@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from lensops.config import Runtime
 from lensops.model.explain import described, grad_cam, target_index
 from lensops.model.forward import Predictor
 from lensops.model.preprocess import PreprocessSpec
@@ -62,10 +63,12 @@ class Model:
         max_batch_size: int,
         batch_wait_s: float,
         embed: bool = False,
+        runtime: Runtime = "torch",
     ):
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.device = _device(device)
+        self.runtime = runtime
         self.embed = embed  # answers also carry their embedding, for the prediction log
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_s)
@@ -73,7 +76,9 @@ class Model:
 
     @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
     async def predictor(self, version: str) -> Predictor:
-        loaded = await asyncio.to_thread(load_predictor, self.tracking_uri, self.model_name, version, self.device)
+        loaded = await asyncio.to_thread(
+            load_predictor, self.tracking_uri, self.model_name, version, self.device, self.runtime
+        )
         self.metrics.loaded(loaded.info.version)
         return loaded
 

@@ -1,12 +1,14 @@
 """The one module that talks to the MLflow Model Registry: versions, aliases, loading.
 
-A version's source is the run's ``model/`` artifact folder: safetensors, spec.json and the
-reference profile of its data (profile.safetensors). New versions get the alias
+A version's source is the run's ``model/`` artifact folder: safetensors, spec.json, the
+reference profile of its data (profile.safetensors) and, when registered for ONNX Runtime, its
+graph (model.onnx). New versions get the alias
 ``challenger``; the alias ``champion`` marks what is served.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from torch import nn
 
-from lensops.model import artifact
+from lensops.config import Runtime
+from lensops.model import artifact, onnx_forward
 from lensops.model.artifact import ModelSpec
 from lensops.model.forward import ModelInfo, Predictor
 from lensops.monitoring.profile import PROFILE, Profile
 from lensops.tracking import runs
+
+logger = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -120,8 +125,9 @@ def load(uri: str, name: str, ref: str, device: str = "cpu") -> LoadedModel:
     return LoadedModel(model=model, spec=spec, version=version)
 
 
-def load_predictor(uri: str, name: str, ref: str, device: str = "cpu") -> Predictor:
-    """A registered version (number or alias) ready to answer, as the service and batch jobs use it."""
+def load_predictor(uri: str, name: str, ref: str, device: str = "cpu", runtime: Runtime = "torch") -> Predictor:
+    """A registered version (number or alias) ready to answer, as the service and batch jobs
+    use it; with ``runtime`` ``onnxruntime`` its answers come from ONNX Runtime."""
     loaded = load(uri, name, ref, device)
     info = ModelInfo(
         name=name,
@@ -129,4 +135,16 @@ def load_predictor(uri: str, name: str, ref: str, device: str = "cpu") -> Predic
         run_id=loaded.version.run_id,
         dataset_version=loaded.spec.dataset_version,
     )
-    return Predictor(loaded.model, loaded.spec, info)
+    graph = onnx_graph(uri, loaded) if runtime == "onnxruntime" else None
+    return Predictor(loaded.model, loaded.spec, info, graph)
+
+
+def onnx_graph(uri: str, loaded: LoadedModel) -> bytes:
+    """The version's ONNX graph: the one registered beside its weights, else exported now."""
+    with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:
+        try:
+            return runs.download(uri, f"{loaded.version.source}/{onnx_forward.FILE}", Path(tmp)).read_bytes()
+        except (MlflowException, OSError):
+            version = loaded.version
+            logger.info("%s version %s has no ONNX graph registered: exporting it", version.name, version.version)
+            return onnx_forward.export(loaded.model, loaded.spec)

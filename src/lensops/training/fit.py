@@ -20,10 +20,10 @@ from ray.util.queue import Queue
 from torch import nn
 
 from lensops import logs
-from lensops.config import LensopsConfig
+from lensops.config import LensopsConfig, Runtime
 from lensops.data.catalog import Catalog, build_catalog
 from lensops.data.loading import augmented, split_datasets
-from lensops.model import artifact
+from lensops.model import artifact, onnx_forward
 from lensops.model.artifact import ChannelStats, ModelSpec
 from lensops.model.backbones import pretrained_normalization
 from lensops.model.forward import Forward, has_head
@@ -118,7 +118,7 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
     _log_mistakes(prepared, run_id, model, evaluation)
     reference = _profile(cfg, prepared, model)
     final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": reference.channels})
-    source = _log_model(prepared, run_id, model, final, reference.profile)
+    source = _log_model(prepared, run_id, model, final, reference.profile, cfg.serve.runtime)
     tags = {"dataset_version": final.dataset_version, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
     card = model_card(final, prepared.catalog.report)
     version = registry.register(prepared.uri, cfg.tracking.registered_model, run_id, source, tags, card)
@@ -142,13 +142,17 @@ def _log_mistakes(prepared: Prepared, run_id: str, model: nn.Module, evaluation:
         runs.log_figure(prepared.uri, run_id, figure, "evaluation/confident_mistakes.png")
 
 
-def _log_model(prepared: Prepared, run_id: str, model: nn.Module, spec: ModelSpec, reference: profile.Profile) -> str:
-    """Log the version's folder (weights, spec, reference profile and its MLflow pyfunc files)
-    into the run; its artifact URI is the registry's source."""
+def _log_model(
+    prepared: Prepared, run_id: str, model: nn.Module, spec: ModelSpec, reference: profile.Profile, runtime: Runtime
+) -> str:
+    """Log the version's folder (weights, spec, reference profile, its MLflow pyfunc files and,
+    for ONNX Runtime, its graph) into the run; its artifact URI is the registry's source."""
     example = pyfunc.example_frame(spec, prepared.datasets["test"].take(1)[0][spec.task.inputs[0]])
     with tempfile.TemporaryDirectory() as tmp:
         directory = artifact.save(tmp, model, spec)
         reference.save(directory)
+        if runtime == "onnxruntime":
+            onnx_forward.write(directory, model, spec)
         pyfunc.write(directory, Forward(model, spec), spec, example)
         return runs.log_directory(prepared.uri, run_id, directory, "model")
 
