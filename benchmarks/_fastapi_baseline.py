@@ -1,7 +1,8 @@
 """The hand-rolled baseline server: one uvicorn process, FastAPI, torch, one model call per request.
 
 It serves a saved lensops model directory with the same preprocessing and answer as the Ray
-Serve application (:func:`lensops.serving.inputs.prepare`, :class:`lensops.model.forward.Predictor`), the
+Serve application (:func:`lensops.serving.inputs.prepare`, :class:`lensops.model.forward.Predictor`,
+on the same ``--runtime``: torch eager or ONNX Runtime), the
 way a plain FastAPI/Flask server does it: the ``async`` route decodes the upload and runs the
 forward pass of that one image inline, so requests are served one at a time with every torch
 thread on each. Run as ``python benchmarks/_fastapi_baseline.py MODEL_DIR --port P``.
@@ -18,16 +19,17 @@ from fastapi import FastAPI, UploadFile
 from fastapi.responses import JSONResponse
 
 from lensops.config import ServeConfig
-from lensops.model import artifact
+from lensops.model import artifact, onnx_forward
 from lensops.model.forward import ModelInfo, Predictor
 from lensops.serving.errors import ApiError
 from lensops.serving.inputs import InputLimits, prepare
 
 
-def create_app(model_dir: str, device: str) -> FastAPI:
+def create_app(model_dir: str, device: str, runtime: str) -> FastAPI:
     model, spec = artifact.load(model_dir, device)
     info = ModelInfo(name="baseline", version="1", run_id="", dataset_version=spec.dataset_version)
-    predictor = Predictor(model, spec, info)
+    graph = onnx_forward.read_or_export(model_dir, model, spec) if runtime == "onnxruntime" else None
+    predictor = Predictor(model, spec, info, graph)
     limits = InputLimits.from_config(ServeConfig())
     app = FastAPI(title="plain FastAPI + torch baseline")
 
@@ -53,9 +55,10 @@ def main() -> None:
     parsed.add_argument("--port", type=int, required=True)
     parsed.add_argument("--threads", type=int, required=True, help="torch threads")
     parsed.add_argument("--device", default="cpu")
+    parsed.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
     args = parsed.parse_args()
     torch.set_num_threads(args.threads)
-    app = create_app(args.model_dir, args.device)
+    app = create_app(args.model_dir, args.device, args.runtime)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

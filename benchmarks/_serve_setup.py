@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lensops.config import LensopsConfig, ModelConfig, PreprocessConfig
-from lensops.model import artifact
+from lensops.model import artifact, onnx_forward
 from lensops.model.artifact import ModelSpec
 from lensops.model.backbones import pretrained_normalization
 from lensops.model.preprocess import PreprocessSpec
@@ -69,13 +69,18 @@ class Registered:
     versions: list[str]
 
 
-def register_versions(work: Path, spec: ModelSpec, count: int) -> Registered:
+def register_versions(work: Path, spec: ModelSpec, count: int, runtime: str = "torch") -> Registered:
     """Save ``count`` differently-seeded models and register them in a sqlite MLflow store under
-    ``work``; ``champion`` points at the first. ``model_dir`` holds the first model's artifact."""
+    ``work``; ``champion`` points at the first. ``model_dir`` holds the first model's artifact.
+    For ``onnxruntime`` each version carries its ONNX graph, as training registers one whose
+    config says ``serve.runtime: onnxruntime``."""
     uri = f"sqlite:///{work / 'mlflow.db'}"
     versions, first_dir = [], work / "model-1"
     for index in range(count):
-        directory = artifact.save(work / f"model-{index + 1}", make_model(spec, seed=index), spec)
+        model = make_model(spec, seed=index)
+        directory = artifact.save(work / f"model-{index + 1}", model, spec)
+        if runtime == "onnxruntime":
+            onnx_forward.write(directory, model, spec)
         run_id = runs.create_run(uri, "benchmarks", f"benchmark-model-{index + 1}", {})
         source = runs.log_directory(uri, run_id, directory, "model")
         versions.append(registry.register(uri, MODEL_NAME, run_id, source, {}).version)
@@ -116,11 +121,13 @@ def serve_app(cfg: LensopsConfig) -> Iterator[str]:
 
 
 @contextmanager
-def fastapi_server(model_dir: Path, threads: int, device: str, timeout_s: float = 120) -> Iterator[str]:
-    """The plain FastAPI + torch baseline (``_fastapi_baseline.py``) in a subprocess."""
+def fastapi_server(
+    model_dir: Path, threads: int, device: str, runtime: str = "torch", timeout_s: float = 120
+) -> Iterator[str]:
+    """The plain FastAPI baseline (``_fastapi_baseline.py``) in a subprocess."""
     port = free_port()
     command = [sys.executable, str(HERE / "_fastapi_baseline.py"), str(model_dir), "--port", str(port)]
-    process = subprocess.Popen([*command, "--threads", str(threads), "--device", device])
+    process = subprocess.Popen([*command, "--threads", str(threads), "--device", device, "--runtime", runtime])
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process, timeout_s)

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     with workspace() as work:
         folder = work / "images"
         total = samples.write_synthetic(folder, count_per_class=args.count, size=args.size)
-        uri = register_versions(work, model_spec(args.arch, args.weights, args.image_size), 1).uri
+        uri = register_versions(work, model_spec(args.arch, args.weights, args.image_size), 1, args.runtime).uri
         start_ray()
         rows = measure(args, work, folder, uri)
         ray.shutdown()

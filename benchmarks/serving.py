@@ -9,8 +9,8 @@ the same closed-loop HTTP load, against the machine's pipeline ceiling, in one r
    on batches of ``--max-batch-size``, on the served ``--runtime``: the model tier's work), each
    alone. The machine's cores divided by their sum is the most images per second any server can
    answer here. With ``--runtime onnxruntime`` the torch eager forward is measured too.
-3. Both servers start and stay up: ``_fastapi_baseline.py`` in a subprocess (same preprocessing
-   and answer, one forward pass per request, ``--threads`` torch threads), and a local Ray
+3. Both servers start and stay up: ``_fastapi_baseline.py`` in a subprocess (same preprocessing,
+   answer and ``--runtime``, one forward pass per request, ``--threads`` threads), and a local Ray
    (lensops.runtime.init_ray) with the Serve application (lensops.serving.app.run_local). Ray
    stays up, idle, while the baseline is under load; its idle CPU shows in the breakdown.
 4. For each concurrency, ``--rounds`` rounds of load on each side in turn (the order reverses
@@ -92,7 +92,7 @@ def pipeline_ceiling(model_dir: Path, images: list[bytes], args: argparse.Namesp
     info = ModelInfo(name="ceiling", version="1", run_id="", dataset_version="")
     runtimes = {"torch": Predictor(model, spec, info)}
     if args.runtime == "onnxruntime":
-        runtimes["onnxruntime"] = Predictor(model, spec, info, graph=onnx_forward.export(model, spec))
+        runtimes["onnxruntime"] = Predictor(model, spec, info, onnx_forward.read_or_export(model_dir, model, spec))
     limits = InputLimits.from_config(ServeConfig())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -169,14 +169,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     images = encoded_images(args.images, args.source_size)
     spec = model_spec(args.arch, args.weights, args.image_size)
     with workspace() as work:
-        registered = register_versions(work, spec, count=1)
+        registered = register_versions(work, spec, count=1, runtime=args.runtime)
         ceiling = pipeline_ceiling(registered.model_dir, images, args)
         console.print(
             f" ceiling: decode {ceiling['decode_cpu_ms']:.1f} ms + forward {ceiling['forward_cpu_ms']:.1f} ms "
             f"per image -> {ceiling['img_per_s']:.1f} img/s on {cores()} cores"
         )
         with (
-            fastapi_server(registered.model_dir, args.threads, args.device) as fastapi,
+            fastapi_server(registered.model_dir, args.threads, args.device, args.runtime) as fastapi,
             serve_app(service_config(registered.uri, args)) as lensops,
         ):
             urls = {"lensops": lensops, "fastapi": fastapi}

@@ -82,6 +82,12 @@ def write(directory: str | Path, network: nn.Module, spec: ModelSpec) -> Path:
     return path
 
 
+def read_or_export(directory: str | Path, network: nn.Module, spec: ModelSpec) -> bytes:
+    """The graph a version folder keeps beside its weights, else ``network`` exported now."""
+    path = Path(directory) / FILE
+    return path.read_bytes() if path.is_file() else export(network, spec)
+
+
 class OnnxForward:
     """:meth:`outputs` and :meth:`outputs_and_embeddings` of :class:`Forward`, with the network
     run by an ONNX Runtime session on the CPU, on as many threads as torch has here."""
