@@ -107,7 +107,8 @@ class Predictor:
         self.forward = Forward(network.eval(), spec)
         self.runner: Forward | OnnxForward = self.forward
         if graph is not None:
-            from lensops.model.onnx_forward import OnnxForward  # imports onnxruntime, and this module
+            # deferred: onnx_forward imports this module, and torch-only users never need it
+            from lensops.model.onnx_forward import OnnxForward
 
             self.runner = OnnxForward(graph, self.forward)
 

@@ -2,8 +2,8 @@
 
 A version's source is the run's ``model/`` artifact folder: safetensors, spec.json, the
 reference profile of its data (profile.safetensors) and, when registered for ONNX Runtime, its
-graph (model.onnx). New versions get the alias
-``challenger``; the alias ``champion`` marks what is served.
+graph (model.onnx). New versions get the alias ``challenger``; the alias ``champion`` marks
+what is served.
 """
 
 from __future__ import annotations
