@@ -22,12 +22,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from lensops.config import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 console = Console(width=200)
@@ -48,9 +50,7 @@ def add_model_flags(parsed: argparse.ArgumentParser) -> None:
     parsed.add_argument("--arch", default="timm:tf_efficientnet_lite0", help="lensops model.architecture")
     parsed.add_argument("--weights", default="efficientnet-lite0", help="lensops model.weights ('none': random)")
     parsed.add_argument("--image-size", type=int, default=128, help="model input size (px)")
-    parsed.add_argument(
-        "--runtime", choices=("torch", "onnxruntime"), default="torch", help="lensops' serve/batch.runtime"
-    )
+    parsed.add_argument("--runtime", choices=get_args(Runtime), default="torch", help="lensops' serve/batch.runtime")
 
 
 def cores() -> int:

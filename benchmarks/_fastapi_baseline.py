@@ -11,6 +11,7 @@ thread on each. Run as ``python benchmarks/_fastapi_baseline.py MODEL_DIR --port
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, UploadFile
 from fastapi.responses import JSONResponse
 
-from lensops.config import ServeConfig
+from lensops.config import Runtime, ServeConfig
 from lensops.model import artifact, onnx_forward
 from lensops.model.forward import ModelInfo, Predictor
 from lensops.serving.errors import ApiError
@@ -55,7 +56,7 @@ def main() -> None:
     parsed.add_argument("--port", type=int, required=True)
     parsed.add_argument("--threads", type=int, required=True, help="torch threads")
     parsed.add_argument("--device", default="cpu")
-    parsed.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
+    parsed.add_argument("--runtime", choices=get_args(Runtime), default="torch")
     args = parsed.parse_args()
     torch.set_num_threads(args.threads)
     app = create_app(args.model_dir, args.device, args.runtime)

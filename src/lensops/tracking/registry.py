@@ -143,8 +143,8 @@ def onnx_graph(uri: str, loaded: LoadedModel) -> bytes:
     """The version's ONNX graph: the one registered beside its weights, else exported now."""
     with tempfile.TemporaryDirectory(prefix="lensops-") as tmp:
         try:
-            return runs.download(uri, f"{loaded.version.source}/{onnx_forward.FILE}", Path(tmp)).read_bytes()
+            runs.download(uri, f"{loaded.version.source}/{onnx_forward.FILE}", Path(tmp))
         except (MlflowException, OSError):
             version = loaded.version
             logger.info("%s version %s has no ONNX graph registered: exporting it", version.name, version.version)
-            return onnx_forward.export(loaded.model, loaded.spec)
+        return onnx_forward.read_or_export(tmp, loaded.model, loaded.spec)
