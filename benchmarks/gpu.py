@@ -7,9 +7,11 @@ backbone code and preprocesses with lensops' decode and normalisation, at random
 cost of a forward does not depend on them).
 
 * forward: batched img/s of EfficientNet-Lite0 and ResNet-50 at ``--image-size`` px, fp32
-  (the baseline) against autocast (fp16 on CUDA, bf16 on CPU), channels_last, and both, per
-  batch size. Each pair alternates (baseline, variant, baseline, ...) over ``--rounds`` rounds;
-  the table gives the median img/s of each side and the median ratio with its min-max.
+  (the baseline) against autocast (fp16 on CUDA, bf16 on CPU), channels_last, and both, and
+  against TorchInductor (``torch.compile``, one graph per batch size, its compile time noted;
+  ``--no-compile`` leaves it out), per batch size. Each pair alternates (baseline, variant,
+  baseline, ...) over ``--rounds`` rounds; the table gives the median img/s of each side and
+  the median ratio with its min-max.
 * train step: img/s of forward + backward + AdamW step, fp32 against AMP (with a gradient
   scaler for fp16), alternating the same way.
 * decode -> forward: synthetic 300 px solar-cell PNGs decoded and resized by lensops'
@@ -60,12 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parsed.add_argument("--seconds", type=float, default=1.0, help="timed work per side and round")
     parsed.add_argument("--decoders", default="1,2,4,8", help="decode pool sizes")
     parsed.add_argument("--threads", type=int, default=cores(), help="torch threads (forward, training step)")
+    parsed.add_argument("--no-compile", dest="compile", action="store_false", help="leave out torch.compile")
     parsed.add_argument("--smoke", action="store_true", help="a few seconds on CPU (for tests)")
     parsed.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parsed.parse_args(argv)
     if args.smoke:
         args.device, args.image_size, args.batch_sizes, args.train_batch = "cpu", 64, "1,4", 4
-        args.rounds, args.seconds, args.decoders = 1, 0.05, "1"
+        args.rounds, args.seconds, args.decoders, args.compile = 1, 0.05, "1", False
     return args
 
 
@@ -145,14 +148,37 @@ def forward_rows(args: argparse.Namespace, device: torch.device, spec: Preproces
             "channels_last": (channels_last, None),
             "autocast + channels_last": (channels_last, half(device)),
         }
+        to_compile = {"torch.compile": plain, "torch.compile + channels_last": channels_last} if args.compile else {}
         for batch in map(int, args.batch_sizes.split(",")):
             images = torch.randint(0, 256, (batch, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
             if device.type == "cuda":
                 images = images.pin_memory()
             baseline = forward_step(plain, images, normalize, None)
+            row = {"part": "forward", "model": name, "batch": batch}
             for setting, (model, dtype) in variants.items():
                 measured = alternate(baseline, forward_step(model, images, normalize, dtype), batch, args, device)
-                yield {"part": "forward", "model": name, "batch": batch, "setting": setting, **measured}
+                yield row | {"setting": setting, **measured}
+            for setting, model in to_compile.items():
+                step = forward_step(compiled(model), images, normalize, None)
+                seconds = first_call_s(step, device)
+                measured = alternate(baseline, step, batch, args, device)
+                yield row | {"setting": setting, **measured, "note": f"compiled in {seconds:.0f} s"}
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """``model`` compiled by TorchInductor for one input shape (``dynamic=False``: a batch size
+    gets its own graph; dynamic shapes took minutes to compile on 2 cores). The compile caches
+    are reset first, so earlier shapes neither count against the recompile limit nor are reused."""
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
+
+
+def first_call_s(step: Step, device: torch.device) -> float:
+    """Seconds of ``step``'s first call: for a compiled model, the compilation."""
+    started = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - started
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, normalize: Callable, amp: bool) -> Step:
@@ -250,14 +276,14 @@ def pipelined(
 
 
 def table(rows: list[dict]) -> str:
-    header = f"{'part':<18} {'model':<19} {'batch':>5}  {'setting':<26} {'baseline':>9} {'measured':>9}  ratio"
+    header = f"{'part':<18} {'model':<19} {'batch':>5}  {'setting':<30} {'baseline':>9} {'measured':>9}  ratio"
     lines = [header, "-" * (len(header) + 14)]
     for row in rows:
         ratio = row["measured"] / row["baseline"] if "ratio" not in row else row["ratio"]
         spread = f" ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})" if "ratio_min" in row else ""
         note = f"  {row['note']}" if "note" in row else ""
         lines.append(
-            f"{row['part']:<18} {row['model']:<19} {row['batch']:>5}  {row['setting']:<26} "
+            f"{row['part']:<18} {row['model']:<19} {row['batch']:>5}  {row['setting']:<30} "
             f"{row['baseline']:9.1f} {row['measured']:9.1f}  {ratio:.2f}x{spread}{note}"
         )
     return "\n".join(lines)

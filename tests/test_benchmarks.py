@@ -43,10 +43,12 @@ def test_serving_smoke(tmp_path: Path) -> None:
     for row in rows:
         for key in ("lensops_img_per_s", "fastapi_img_per_s", "ceiling_img_per_s", "efficiency", "vs_fastapi"):
             assert positive(row[key]), (key, row)
+        assert positive(row["model_vs_forward"]), row
         assert positive(row["lensops_p99_ms"]) and positive(row["fastapi_p99_ms"])
         assert row["lensops_errors"] == 0 and row["fastapi_errors"] == 0, row
-    for rounds in result["results"]["levels"].values():  # the sides take turns
-        assert [r["first"] for r in rounds] == ["lensops", "fastapi"]
+    for rounds in result["results"]["levels"].values():  # the sides and the ceiling take turns
+        assert [r["first"] for r in rounds] == ["lensops", "ceiling"]
+        assert all(positive(r["ceiling"]["forward_cpu_ms"]) for r in rounds)
     ceiling = result["results"]["ceiling"]
     assert positive(ceiling["decode_cpu_ms"]) and positive(ceiling["forward_cpu_ms"])
     assert result["environment"]["cores"] >= 1

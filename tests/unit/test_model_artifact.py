@@ -20,7 +20,7 @@ from torch import nn
 from lensops.config import LensopsConfig
 from lensops.model import artifact
 from lensops.model.artifact import ChannelStats, ModelSpec
-from lensops.model.forward import Forward, ModelInfo, Predictor
+from lensops.model.forward import Forward, ModelInfo, Predictor, is_channels_last
 from lensops.model.preprocess import PreprocessSpec
 
 CLASSES = ["crack", "dust", "ok"]
@@ -227,6 +227,19 @@ def test_the_predictor_puts_the_network_in_eval_mode() -> None:
     Predictor(model, spec, INFO)
 
     assert not model.training
+
+
+def test_the_predictor_convolves_channels_last_with_the_answers_of_the_default_layout() -> None:
+    spec = make_spec()
+    model = trained_network(spec).eval()
+    batch = {"image": images(5)}
+    contiguous = Forward(model, spec).outputs(batch)
+
+    predictor = Predictor(model, spec, INFO)
+
+    assert is_channels_last(predictor.forward.network) and not is_channels_last(trained_network(spec))
+    assert predictor.forward.inputs(batch)[0].is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(predictor.forward.outputs(batch), contiguous, atol=1e-5)
 
 
 def test_the_predictor_answers_a_loaded_model_like_the_saved_one(tmp_path: Path) -> None:
