@@ -3,12 +3,13 @@ the same closed-loop HTTP load, against the machine's pipeline ceiling, in one r
 
 1. An untrained model (``--arch`` backbone with its pretrained weights, fresh head) is saved
    with lensops.model.artifact and registered as ``champion`` in a temporary sqlite MLflow store.
-2. The ceiling, in this process on one thread, measured again in every round: the CPU cost per image of decoding and
-   preprocessing an upload (:func:`lensops.serving.inputs.prepare`, the preprocessing tier's
-   work) and of the batched forward with its answer (:class:`lensops.model.forward.Predictor`
-   on batches of ``--max-batch-size``, on the served ``--runtime``: the model tier's work), each
-   alone. The machine's cores divided by their sum is the most images per second any server can
-   answer here. With ``--runtime onnxruntime`` the torch eager forward is measured too.
+2. The ceiling, in this process on one thread, measured again in every round: the CPU cost
+   per image of decoding and preprocessing an upload (:func:`lensops.serving.inputs.prepare`,
+   the preprocessing tier's work) and of the batched forward with its answer
+   (:class:`lensops.model.forward.Predictor` on batches of ``--max-batch-size``, on the served
+   ``--runtime``: the model tier's work), each alone. The machine's cores divided by their sum
+   is the most images per second any server can answer here. With ``--runtime onnxruntime``
+   the torch eager forward is measured too.
 3. Both servers start and stay up: ``_fastapi_baseline.py`` in a subprocess (same preprocessing,
    answer and ``--runtime``, one forward pass per request, ``--threads`` threads), and a local Ray
    (lensops.runtime.init_ray) with the Serve application (lensops.serving.app.run_local). Ray
