@@ -44,6 +44,7 @@ from torch import nn
 
 from lensops.config import ModelConfig, PreprocessConfig, TrainConfig
 from lensops.data import synthetic
+from lensops.model.forward import is_channels_last
 from lensops.model.preprocess import PreprocessSpec, normalizer, to_uint8
 from lensops.model.tasks import get_task
 
@@ -123,8 +124,7 @@ def half(device: torch.device) -> torch.dtype:
 def forward_step(model: nn.Module, images: torch.Tensor, normalize: Callable, dtype: torch.dtype | None) -> Step:
     """uint8 -> normalised on the device -> network, under autocast to ``dtype`` when given."""
     device = next(model.parameters()).device
-    weight = next(p for p in model.parameters() if p.dim() == 4)
-    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    channels_last = is_channels_last(model)
 
     @torch.inference_mode()
     def step() -> None:

@@ -110,8 +110,8 @@ class Predictor:
     def __init__(self, network: nn.Module, spec: ModelSpec, info: ModelInfo, graph: bytes | None = None):
         self.spec = spec
         self.info = info
-        # channels-last is the layout oneDNN (CPU) and cuDNN (GPU) convolve fastest: 1.2-1.5x
-        # on a CPU forward at batch 16 (benchmarks/README.md), the same answers within 1e-5
+        # channels-last is the layout oneDNN (CPU) and cuDNN (GPU) convolve fastest: 1.25-1.30x
+        # for a Lite0 forward on one CPU thread (benchmarks/README.md), answers within 1e-5
         self.forward = Forward(network.eval().to(memory_format=torch.channels_last), spec)
         self.runner: Forward | OnnxForward = self.forward
         if graph is not None:
