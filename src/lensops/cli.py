@@ -63,6 +63,7 @@ def _stdout_for_results(as_json: bool) -> AbstractContextManager:
 class SampleSource(StrEnum):
     elpv = "elpv"
     synthetic = "synthetic"
+    change = "change"
 
 
 def _config(config: Path | None, overrides: list[str] | None) -> LensopsConfig:
@@ -80,9 +81,13 @@ def _connect(address: str | None) -> None:
 @app.command("sample-data")
 def sample_data(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the images and manifest.csv into.")],
-    source: Annotated[SampleSource, typer.Option(help="Real ELPV cells or synthetic ones.")] = SampleSource.elpv,
-    count: Annotated[int, typer.Option(help="Synthetic: images per class.")] = 200,
-    size: Annotated[int, typer.Option(help="Synthetic: image side in pixels.")] = 64,
+    source: Annotated[
+        SampleSource, typer.Option(help="Real ELPV cells, synthetic ones, or synthetic before/after scenes.")
+    ] = SampleSource.elpv,
+    count: Annotated[
+        int | None, typer.Option(help="Synthetic: images per class (200); change: scenes of 16 tiles each (16).")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Synthetic: image side in pixels; change: tile side.")] = 64,
     seed: Annotated[int, typer.Option(help="Synthetic: generator seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="ELPV: export only the first N cells.")] = None,
     bad_files: Annotated[bool, typer.Option("--bad-files", help="Plant files that validation must skip.")] = False,
@@ -91,14 +96,17 @@ def sample_data(
     from lensops.data import samples
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = source is SampleSource.change
     if source is SampleSource.elpv:
         written = samples.write_elpv(out_dir, limit)
+    elif pairs:
+        written = samples.write_change(out_dir, count or 16, size, seed)
     else:
-        written = samples.write_synthetic(out_dir, count, size, seed)
-    typer.echo(f"wrote {written} {source.value} images to {out_dir}")
+        written = samples.write_synthetic(out_dir, count or 200, size, seed)
+    typer.echo(f"wrote {written} {source.value} {'tiles' if pairs else 'images'} to {out_dir}")
     if bad_files:
-        planted = samples.add_bad_files(out_dir)
-        typer.echo(f"planted {len(planted)} bad files: {', '.join(planted)}")
+        planted = (samples.add_bad_pairs if pairs else samples.add_bad_files)(out_dir)
+        typer.echo(f"planted {len(planted)} bad {'tiles' if pairs else 'files'}: {', '.join(planted)}")
 
 
 @app.command()
@@ -115,11 +123,12 @@ def validate(
     cfg = _config(config, overrides)
     from lensops.console import print_validation
     from lensops.data.catalog import build_catalog
+    from lensops.model.tasks import get_task
 
     cfg.data.source = source
     with _stdout_for_results(as_json):
         _connect(address)
-        catalog = build_catalog(cfg.data)
+        catalog = build_catalog(cfg.data, get_task(cfg.model.task))
         manifest = catalog.write(Path(cfg.data.work_dir) / "datasets") / "manifest.parquet"
     if report:
         catalog.report.write(report)

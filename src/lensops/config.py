@@ -49,7 +49,8 @@ class SplitConfig(Section):
 
 class DataConfig(Section):
     source: str = "data/elpv"
-    """An ImageFolder root (``<root>/<class>/<file>``), local or ``s3://``, or a manifest.csv."""
+    """An ImageFolder root (``<root>/<class>/<file>``), local or ``s3://``, or a manifest.csv; for
+    a task with several files per example, a folder of ``<tile>/{before,after,mask}.<ext>``."""
     licence: str | None = None
     """The data's licence, for every version's model card; None: the first line of a ``LICENSE``
     file at the root (beside a manifest), else "not stated"."""

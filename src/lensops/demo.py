@@ -13,6 +13,7 @@ from lensops.config import LensopsConfig
 from lensops.console import print_validation
 from lensops.data import samples
 from lensops.data.catalog import build_catalog
+from lensops.model.tasks import get_task
 from lensops.runtime import ensure_head, init_ray
 from lensops.serving.app import run_local
 from lensops.serving.client import describe, predict_files
@@ -32,7 +33,7 @@ def run_demo(cfg: LensopsConfig, data: Path, address: str | None, port: int) -> 
     init_ray(address or ensure_head())
 
     print("\n== 1/4 validate ==")
-    catalog = build_catalog(cfg.data)
+    catalog = build_catalog(cfg.data, get_task(cfg.model.task))
     print_validation(catalog.report)
 
     print("\n== 2/4 train (Ray Train, tracked in MLflow) ==")

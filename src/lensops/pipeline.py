@@ -21,6 +21,7 @@ import requests
 from lensops.config import LensopsConfig
 from lensops.console import console, print_validation
 from lensops.data.catalog import build_catalog
+from lensops.model.tasks import get_task
 from lensops.tracking import registry, runs
 from lensops.tracking.promotion import Decision, evaluate_and_promote
 from lensops.training.fit import TrainOutcome, fit
@@ -79,7 +80,7 @@ def run_pipeline(
     steps = _Steps(uri, run_id, names)
     try:
         with runs.closing(uri, run_id):
-            catalog = steps.run("validate", lambda: build_catalog(cfg.data))
+            catalog = steps.run("validate", lambda: build_catalog(cfg.data, get_task(cfg.model.task)))
             print_validation(catalog.report)
             runs.log_dict(uri, run_id, catalog.report.model_dump(mode="json"), "data/validation.json")
             runs.set_tags(uri, run_id, {"lensops.dataset_version": catalog.version})

@@ -28,9 +28,9 @@ def test_shipped_sweeps_are_valid(path: Path) -> None:
     assert sweep.space and base.train.early_stopping_metric == sweep.metric
 
 
-def test_shipped_sweeps_cover_classification_and_regression() -> None:
+def test_shipped_sweeps_cover_every_built_in_task() -> None:
     tasks = {load_sweep(p)[1].model.task for p in SHIPPED}
-    assert tasks == {"classification", "regression"}
+    assert tasks == {"classification", "regression", "change_detection"}
 
 
 def test_unknown_space_key_is_named(tmp_path: Path) -> None:

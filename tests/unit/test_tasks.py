@@ -340,7 +340,8 @@ def test_an_unknown_name_is_an_error_saying_what_is_accepted() -> None:
         get_task("segmentation")
 
     assert str(caught.value) == (
-        "unknown task 'segmentation': use classification, regression or an import path package.module:Class"
+        "unknown task 'segmentation': use classification, regression, change_detection "
+        "or an import path package.module:Class"
     )
 
 
@@ -366,7 +367,8 @@ def test_a_task_class_with_methods_left_to_write_is_an_error_naming_it() -> None
 
 @pytest.mark.parametrize("name", [":Task", "test_tasks:", "test_tasks"])
 def test_an_import_path_without_module_or_class_is_an_error_saying_what_is_accepted(name: str) -> None:
-    with pytest.raises(ValueError, match=rf"^unknown task '{name}': use classification, regression or an import path"):
+    accepted = "use classification, regression, change_detection or an import path"
+    with pytest.raises(ValueError, match=rf"^unknown task '{name}': {accepted}"):
         get_task(name)
 
 

@@ -11,9 +11,12 @@ TORCH_SIDE = (
     "lensops.model.preprocess",
     "lensops.model.artifact",
     "lensops.model.forward",
+    "lensops.model.siamese_unet",
+    "lensops.model.masks",
+    "lensops.model.change_baseline",
     "lensops.training.epoch",
 )
-HEAVY = ("ray", "mlflow", "sklearn", "matplotlib", "pandas", "fastapi")
+HEAVY = ("ray", "mlflow", "sklearn", "matplotlib", "pandas", "fastapi", "scipy")
 
 
 def test_the_model_and_epoch_modules_import_neither_ray_nor_mlflow_nor_plotting() -> None:

@@ -16,9 +16,13 @@ import pandas as pd
 
 from lensops.config import DataConfig
 from lensops.data.inspection import inspect
+from lensops.data.pairs import inspect_examples, list_examples
 from lensops.data.sources import list_files, read_licence
-from lensops.data.splits import assign_splits, counts_per_split, dataset_version
+from lensops.data.splits import assign_splits, counts_per_split, dataset_version, split_keys
 from lensops.data.validation import ValidationReport, validate
+from lensops.model.tasks import Task
+
+SINGLE_IMAGE = ("image",)
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,24 @@ class Catalog:
         return out
 
 
-def build_catalog(cfg: DataConfig) -> Catalog:
-    """Read, inspect, validate and split a dataset; bad files go to the report, not the table."""
-    files = list_files(cfg.source)
-    inspected = inspect(files, cfg)
-    kept, skipped = validate(inspected, cfg)
-    classes = sorted(inspected["label"].astype(str).unique())
+def build_catalog(cfg: DataConfig, task: Task | None = None) -> Catalog:
+    """Read, inspect, validate and split a dataset; bad files go to the report, not the table.
+
+    ``task`` says which files make one example: one image (the default, and every task whose
+    :attr:`~lensops.model.tasks.Task.inputs` are one image with a target in the catalog), or
+    several files read together (:mod:`lensops.data.pairs`)."""
+    names = example_files(task) if task else SINGLE_IMAGE
+    if names == SINGLE_IMAGE:
+        inspected = inspect(list_files(cfg.source), cfg)
+        kept, skipped = validate(inspected, cfg)
+    else:
+        inspected = inspect_examples(list_examples(cfg.source, names), names, cfg)
+        kept, skipped = validate(inspected, cfg, min_per_class=False)
+    labelled = inspected if names == SINGLE_IMAGE else kept  # a skipped example has no label
+    classes = sorted(labelled["label"].astype(str).unique())
     kept = kept.assign(
         label_index=kept["label"].map({c: i for i, c in enumerate(classes)}).astype("int64"),
-        split=assign_splits(kept["sha256"], cfg.split),
+        split=assign_splits(split_keys(kept), cfg.split),
     )
     version = dataset_version(kept, cfg.target_column)
     report = ValidationReport(
@@ -63,3 +76,8 @@ def build_catalog(cfg: DataConfig) -> Catalog:
         licence=cfg.licence or read_licence(cfg.source),
     )
     return Catalog(source=cfg.source, version=version, classes=classes, table=kept, report=report)
+
+
+def example_files(task: Task) -> tuple[str, ...]:
+    """The files that make one example of ``task``: its inputs, then its mask if it has one."""
+    return (*task.inputs, *((task.target_image,) if task.target_image else ()))

@@ -24,6 +24,9 @@ class Issue(StrEnum):
     DUPLICATE = "duplicate"
     CONFLICTING_LABELS = "conflicting_labels"
     UNSUPPORTED_FORMAT = "unsupported_format"
+    MISSING_FILE = "missing_file"
+    MISMATCHED = "mismatched"
+    BAD_MASK = "bad_mask"
 
 
 SERVED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF"})

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import ray
 import torch
+from torchvision import tv_tensors
 
 from lensops.config import AugmentConfig, DataConfig
 from lensops.data import storage
@@ -20,7 +21,7 @@ from lensops.data.catalog import Catalog
 from lensops.data.reading import map_rows
 from lensops.data.splits import SPLITS
 from lensops.data.validation import DataValidationError
-from lensops.model.preprocess import PreprocessSpec, augmentation, to_uint8
+from lensops.model.preprocess import PreprocessSpec, augmentation, mask_to_uint8, to_uint8
 from lensops.model.tasks import Task
 
 
@@ -32,43 +33,54 @@ def source_column(input_name: str) -> str:
 def image_dataset(
     rows: pd.DataFrame, task: Task, spec: PreprocessSpec, cfg: DataConfig, fs: pafs.FileSystem
 ) -> ray.data.Dataset:
-    """A lazy dataset of decoded, resized uint8 images with their targets."""
+    """A lazy dataset of decoded, resized uint8 images with their targets (a task's mask read
+    from its file, the others from the catalog rows)."""
     table = pd.DataFrame({name: rows[source_column(name)] for name in task.inputs})
     table["target"] = task.targets(rows, cfg.target_column)
     # Catalog rows are sorted by path, i.e. grouped by class: mix them so every block holds
     # every class, and a per-epoch block-order shuffle plus the local buffer suffice.
     mixed = table.sample(frac=1.0, random_state=cfg.split.seed)
-    return map_rows(mixed, _load_batch, {"fs": fs, "spec": spec, "inputs": task.inputs}, cfg)
+    kwargs = {"fs": fs, "spec": spec, "inputs": task.inputs, "mask": task.target_image is not None}
+    return map_rows(mixed, _load_batch, kwargs, cfg)
 
 
 def _load_batch(
-    batch: pd.DataFrame, fs: pafs.FileSystem, spec: PreprocessSpec, inputs: tuple[str, ...]
+    batch: pd.DataFrame, fs: pafs.FileSystem, spec: PreprocessSpec, inputs: tuple[str, ...], mask: bool
 ) -> dict[str, np.ndarray]:
-    loaded = {
-        name: np.stack([to_uint8(storage.read_bytes(fs, storage.fs_path(p)), spec) for p in batch[name]])
-        for name in inputs
-    }
-    return {**loaded, "target": batch["target"].to_numpy()}
+    def read(uri: str) -> bytes:
+        return storage.read_bytes(fs, storage.fs_path(uri))
+
+    loaded = {name: np.stack([to_uint8(read(p), spec) for p in batch[name]]) for name in inputs}
+    targets = batch["target"].to_numpy()
+    if mask:
+        targets = np.stack([mask_to_uint8(read(p), spec) for p in targets])
+    return {**loaded, "target": targets}
 
 
 def augmented(ds: ray.data.Dataset, task: Task, cfg: AugmentConfig) -> ray.data.Dataset:
     """Training view of ``ds``: a new block order and new random augmentations every epoch.
 
     The inputs of one example go through one draw of the random transforms together, so a
-    pair of images keeps its alignment."""
-    return ds.randomize_block_order().map_batches(
-        _augment_batch, fn_kwargs={"cfg": cfg, "inputs": task.inputs}, batch_format="numpy"
-    )
+    pair of images keeps its alignment; a mask target goes through the same draw, moved by the
+    geometric transforms only."""
+    kwargs = {"cfg": cfg, "inputs": task.inputs, "mask": task.target_image is not None}
+    return ds.randomize_block_order().map_batches(_augment_batch, fn_kwargs=kwargs, batch_format="numpy")
 
 
-def _augment_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _augment_batch(
+    batch: dict[str, np.ndarray], cfg: AugmentConfig, inputs: tuple[str, ...], mask: bool
+) -> dict[str, np.ndarray]:
     transform = augmentation(cfg)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
+    names = (*inputs, "target") if mask else inputs
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for i in range(len(batch["target"])):
-        images = _as_tuple(transform(*(torch.from_numpy(batch[name][i]) for name in inputs)))
-        for name, image in zip(inputs, images, strict=True):
-            out[name].append(image.numpy())
-    return {**{name: np.stack(images) for name, images in out.items()}, "target": batch["target"]}
+        # typed, because v2 transforms only the first of several plain tensors
+        example = [tv_tensors.Image(torch.from_numpy(batch[name][i])) for name in inputs]
+        if mask:
+            example.append(tv_tensors.Mask(torch.from_numpy(batch["target"][i])))
+        for name, tensor in zip(names, _as_tuple(transform(*example)), strict=True):
+            out[name].append(tensor.numpy())
+    return {"target": batch["target"], **{name: np.stack(arrays) for name, arrays in out.items()}}
 
 
 def _as_tuple(result: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

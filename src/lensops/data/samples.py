@@ -5,6 +5,9 @@
   >= 0.5), with ``defect_probability`` and ``module_type`` kept as manifest columns.
 * ``synthetic``: procedural ``clean`` / ``dusty`` cells (:mod:`lensops.synthetic`) with a
   ``dust_level`` column.
+* ``change``: procedural before/after scenes of land cover cut into tiles, each tile a folder
+  ``<scene>/<tile>/{before,after,mask}.png`` (:mod:`lensops.data.change_synthetic`), with the
+  scene as the manifest's ``group``.
 
 ``add_bad_files`` plants one file of each kind that validation must catch and skip.
 """
@@ -16,9 +19,10 @@ import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from lensops.data import synthetic
+from lensops.data import change_synthetic, synthetic
 from lensops.data.sources import LICENSE
 
 MANIFEST = "manifest.csv"
@@ -35,6 +39,55 @@ def write_synthetic(out: Path, count_per_class: int = 200, size: int = 64, seed:
     _write_manifest(out, rows)
     _write_licence(out, SYNTHETIC_LICENCE)
     return len(rows)
+
+
+def write_change(out: Path, scenes: int = 16, tile: int = 64, seed: int = 0, tiles_per_side: int = 4) -> int:
+    """``scenes`` scenes of ``tiles_per_side``**2 tiles of ``tile`` px; returns the tiles written."""
+    rows = []
+    for index in range(scenes):
+        pair = change_synthetic.scene_pair(np.random.default_rng([seed, index]), tile * tiles_per_side)
+        scene = f"scene{seed:03d}-{index:03d}"
+        for r in range(tiles_per_side):
+            for c in range(tiles_per_side):
+                cut = (slice(r * tile, (r + 1) * tile), slice(c * tile, (c + 1) * tile))
+                rows.append(_write_tile(out, f"{scene}/r{r}c{c}", scene, pair, cut))
+    _write_manifest(out, rows)
+    _write_licence(out, SYNTHETIC_LICENCE)
+    return len(rows)
+
+
+def _write_tile(out: Path, folder: str, scene: str, pair: change_synthetic.ScenePair, cut: tuple) -> dict[str, str]:
+    (out / folder).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(change_synthetic.to_uint8(pair.before)[cut]).save(out / folder / "before.png")
+    Image.fromarray(change_synthetic.to_uint8(pair.after)[cut]).save(out / folder / "after.png")
+    Image.fromarray(pair.mask[cut].astype(np.uint8) * 255).save(out / folder / "mask.png")
+    return {name: f"{folder}/{name}.png" for name in ("before", "after", "mask")} | {"group": scene}
+
+
+def add_bad_pairs(out: Path) -> list[str]:
+    """Plant tiles that validation must skip, in a scene of their own: a pair of two sizes,
+    a mask that is not binary and a tile without its after image."""
+    donor = out / sorted(row["before"] for row in _read_manifest(out))[0]
+    image = Image.open(donor).convert("RGB")
+    side = image.size[0]
+    planted = {
+        "planted/size-mismatch": (image, image.resize((side + 8, side)), _grey_mask(side, 0)),
+        "planted/grey-mask": (image, image, _grey_mask(side, 128)),
+        "planted/no-after": (image, None, _grey_mask(side, 0)),
+    }
+    rows = []
+    for folder, files in planted.items():
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for name, picture in zip(("before", "after", "mask"), files, strict=True):
+            if picture is not None:
+                picture.save(out / folder / f"{name}.png")
+        rows.append({name: f"{folder}/{name}.png" for name in ("before", "after", "mask")} | {"group": "planted"})
+    _append_manifest(out, rows)
+    return sorted(planted)
+
+
+def _grey_mask(side: int, value: int) -> Image.Image:
+    return Image.fromarray(np.full((side, side), value, np.uint8))
 
 
 def elpv_root() -> Path:
@@ -106,6 +159,11 @@ def _write_manifest(out: Path, rows: list[dict[str, str]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _read_manifest(out: Path) -> list[dict[str, str]]:
+    with (out / MANIFEST).open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _append_manifest(out: Path, rows: list[dict[str, str]]) -> None:

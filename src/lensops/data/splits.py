@@ -14,17 +14,26 @@ import pandas as pd
 from lensops.config import SplitConfig
 
 SPLITS = ("train", "val", "test")
+GROUP = "group"
+"""An optional catalog column: examples sharing a group (chips of one scene, photos of one
+plant) land in one split together, so that near-copies cannot leak from training into test."""
 
 
-def assign_splits(sha256: pd.Series, cfg: SplitConfig) -> pd.Series:
-    """Split each file by a hash of its content: stable when files are added or removed.
+def assign_splits(keys: pd.Series, cfg: SplitConfig) -> pd.Series:
+    """Split each file by a hash of its key (:func:`split_keys`): stable when files are added or removed.
 
     Every class is split by the same rule, so each is stratified in expectation; with the
     seed fixed, a given image always lands in the same split.
     """
-    draws = np.array([_unit_interval(f"{cfg.seed}:{sha}") for sha in sha256])
+    draws = np.array([_unit_interval(f"{cfg.seed}:{key}") for key in keys])
     names = np.where(draws < cfg.train, "train", np.where(draws < cfg.train + cfg.val, "val", "test"))
-    return pd.Series(names, index=sha256.index)
+    return pd.Series(names, index=keys.index)
+
+
+def split_keys(kept: pd.DataFrame) -> pd.Series:
+    """What :func:`assign_splits` hashes: the group of each row where the catalog has groups,
+    else its content hash."""
+    return kept[GROUP].astype(str) if GROUP in kept.columns else kept["sha256"]
 
 
 def _unit_interval(text: str) -> float:

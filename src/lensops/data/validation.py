@@ -50,13 +50,19 @@ class ValidationReport(BaseModel):
         Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2))
 
 
-def validate(inspected: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, list[SkippedFile]]:
-    """(kept rows, skipped files) of an inspected file table; raises when nothing trainable is left."""
+def validate(
+    inspected: pd.DataFrame, cfg: DataConfig, min_per_class: bool = True
+) -> tuple[pd.DataFrame, list[SkippedFile]]:
+    """(kept rows, skipped files) of an inspected file table; raises when nothing trainable is
+    left. ``min_per_class=False`` where labels only describe the examples (a mask is the target)."""
     files = flag_duplicates(inspected)
     kept = files[files["issue"].isna()].drop(columns=["issue", "detail"])
     if cfg.target_column and cfg.target_column not in kept.columns:
         raise DataValidationError(f"target column '{cfg.target_column}' is not in the manifest of {cfg.source}")
-    require_min_per_class(kept, sorted(files["label"].astype(str).unique()), cfg.min_images_per_class)
+    if min_per_class:
+        require_min_per_class(kept, sorted(files["label"].astype(str).unique()), cfg.min_images_per_class)
+    elif kept.empty:
+        raise DataValidationError(f"no usable examples in {cfg.source}: every one was skipped (see the report)")
     return kept.reset_index(drop=True), skipped_files(files)
 
 

@@ -176,12 +176,23 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def parameter_groups(model: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
-    """Head at ``lr``, backbone at ``lr * backbone_lr_scale``; frozen parameters left out."""
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The pretrained part's parameters: the module a network names as ``lensops_backbone``
+    (a Siamese U-Net's encoder), else everything but the head."""
+    plain = unwrap(model)
+    if hasattr(plain, "lensops_backbone"):
+        return list(plain.get_submodule(plain.lensops_backbone).parameters())
     head = {id(p) for p in head_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def parameter_groups(model: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
+    """Newly initialised layers at ``lr``, the backbone at ``lr * backbone_lr_scale``; frozen
+    parameters left out."""
+    backbone = {id(p) for p in backbone_parameters(model)}
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in trainable if id(p) in head], "lr": lr},
-        {"params": [p for p in trainable if id(p) not in head], "lr": lr * backbone_lr_scale},
+        {"params": [p for p in trainable if id(p) not in backbone], "lr": lr},
+        {"params": [p for p in trainable if id(p) in backbone], "lr": lr * backbone_lr_scale},
     ]
     return [g for g in groups if g["params"]]

@@ -57,15 +57,16 @@ class Forward:
     @torch.inference_mode()
     def outputs_and_embeddings(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`outputs`, and each example's penultimate-layer features: what the task's head
-        takes in, the embedding that drift checks compare. ``ValueError`` for a network that
-        was not built with a task head (``lensops_head``)."""
+        takes in (averaged over space for a convolutional head), the embedding that drift checks
+        compare. ``ValueError`` for a network that was not built with a task head (``lensops_head``)."""
         captured: list[torch.Tensor] = []
         hook = head_of(self.network).register_forward_pre_hook(lambda _, args: captured.append(args[0]))
         try:
             outputs = self.outputs(batch)
         finally:
             hook.remove()
-        return outputs, captured[0].flatten(1).float().cpu().numpy()
+        features = captured[0].mean((2, 3)) if captured[0].dim() == 4 else captured[0]
+        return outputs, features.flatten(1).float().cpu().numpy()
 
 
 def is_channels_last(network: nn.Module) -> bool:

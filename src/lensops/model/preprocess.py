@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from lensops.config import AugmentConfig, PreprocessConfig
@@ -87,6 +88,14 @@ def to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 def image_to_uint8(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """:func:`to_uint8` of an image decoded already (by the image check)."""
     return geometry(spec)(rgb(img)).numpy()
+
+
+def mask_to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
+    """Mask file bytes -> 0/1 uint8 array (H, W) on the images' grid: any non-zero pixel is 1,
+    and :func:`geometry` resizes it by nearest neighbour, so it stays binary."""
+    with Image.open(io.BytesIO(data)) as img:
+        mask = torch.from_numpy((np.asarray(img.convert("L")) > 0).astype(np.uint8))
+    return geometry(spec)(tv_tensors.Mask(mask)).numpy()
 
 
 def augmentation(cfg: AugmentConfig) -> v2.Compose:

@@ -54,7 +54,7 @@ def evaluate_and_promote(
     challenger = registry.load(uri, name, challenger_ref)
     champion_version = registry.find(uri, name, CHAMPION)
     data_cfg = DataConfig.model_validate(challenger.spec.config["data"])
-    catalog = catalog or build_catalog(data_cfg)
+    catalog = catalog or build_catalog(data_cfg, challenger.spec.task)
     test_splits: dict[tuple[str, PreprocessSpec], ray.data.Dataset] = {}
 
     def score(loaded: LoadedModel) -> Score:

@@ -28,6 +28,7 @@ from lensops.model.artifact import ChannelStats, ModelSpec
 from lensops.model.backbones import pretrained_normalization
 from lensops.model.forward import Forward, has_head
 from lensops.model.preprocess import PreprocessSpec
+from lensops.model.tasks import get_task
 from lensops.monitoring import profile
 from lensops.tracking import pyfunc, registry, runs
 from lensops.tracking.model_card import model_card
@@ -68,7 +69,7 @@ def fit(cfg: LensopsConfig, catalog: Catalog | None = None, parent_run_id: str |
 
 
 def prepare(cfg: LensopsConfig, catalog: Catalog | None = None) -> Prepared:
-    catalog = catalog or build_catalog(cfg.data)
+    catalog = catalog or build_catalog(cfg.data, get_task(cfg.model.task))
     spec = _spec(cfg, catalog, runs.git_commit())
     datasets = split_datasets(catalog, spec.task, spec.preprocess, cfg.data)
     return Prepared(runs.resolve_uri(cfg.tracking), catalog, spec, datasets)
@@ -116,6 +117,7 @@ def conclude(cfg: LensopsConfig, prepared: Prepared, run_id: str, checkpoint: Ch
     runs.log_metrics(prepared.uri, run_id, test_metrics)
     runs.log_report(prepared.uri, run_id, evaluation.report())
     _log_mistakes(prepared, run_id, model, evaluation)
+    _log_examples(prepared, run_id, model)
     reference = _profile(cfg, prepared, model)
     final = prepared.spec.model_copy(update={"metrics": test_metrics, "baseline": reference.channels})
     source = _log_model(prepared, run_id, model, final, reference.profile, cfg.serve.runtime)
@@ -140,6 +142,17 @@ def _log_mistakes(prepared: Prepared, run_id: str, model: nn.Module, evaluation:
     if found:
         figure = mistakes_figure(model, prepared.spec, found)
         runs.log_figure(prepared.uri, run_id, figure, "evaluation/confident_mistakes.png")
+
+
+def _log_examples(prepared: Prepared, run_id: str, model: nn.Module) -> None:
+    """The task's figure of test examples beside the model's outputs, for a task that draws one."""
+    task = prepared.spec.task
+    if not task.figure_examples:
+        return
+    batch = next(iter(prepared.datasets["test"].iter_batches(batch_size=task.figure_examples, batch_format="numpy")))
+    figure = task.examples_figure(batch, Forward(model.eval(), prepared.spec).outputs(batch))
+    if figure is not None:
+        runs.log_figure(prepared.uri, run_id, figure, "evaluation/examples.png")
 
 
 def _log_model(

@@ -29,6 +29,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from lensops.config import LensopsConfig
 from lensops.console import console, show
 from lensops.data.catalog import Catalog, build_catalog
+from lensops.model.tasks import get_task
 from lensops.tracking import runs
 from lensops.training import fit
 from lensops.training.fit import TrainOutcome
@@ -57,7 +58,7 @@ def run_sweep(
     restart: bool = False,
 ) -> SweepOutcome:
     """Run (or resume) ``sweep`` over ``base``; ``parent_run_id`` nests it in a pipeline run."""
-    catalog = catalog or build_catalog(base.data)
+    catalog = catalog or build_catalog(base.data, get_task(base.model.task))
     catalog.write(Path(base.data.work_dir) / "datasets")
     uri = runs.resolve_uri(base.tracking)
     path = experiment_path(sweep, base)

@@ -11,10 +11,11 @@ import importlib
 from functools import cache
 
 from lensops.model.tasks.base import Report, Task
+from lensops.model.tasks.change_detection import ChangeDetection
 from lensops.model.tasks.classification import Classification
 from lensops.model.tasks.regression import Regression
 
-BUILT_IN: dict[str, type[Task]] = {task.name: task for task in (Classification, Regression)}
+BUILT_IN: dict[str, type[Task]] = {task.name: task for task in (Classification, Regression, ChangeDetection)}
 
 __all__ = ["BUILT_IN", "Report", "Task", "get_task"]
 

@@ -48,11 +48,16 @@ class Task(ABC):
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ("image",)
     """Names of the images that make one example, in the order the network takes them."""
+    target_image: ClassVar[str | None] = None
+    """The catalog column whose file is a per-pixel target (a mask), read and resized with the
+    inputs and transformed with them; None: :meth:`targets` are the targets themselves."""
     epoch_metrics: ClassVar[tuple[str, ...]]
     """Metrics reported per epoch as ``train_<m>`` and ``val_<m>`` beside the loss."""
     promotion_metric: ClassVar[str]
     """Test metric that decides champion against challenger unless the config names another."""
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
+    figure_examples: ClassVar[int] = 0
+    """Test examples :meth:`examples_figure` chooses from for the run's figure; 0: no figure."""
     live_metric: ClassVar[str | None] = None
     """A metric of :meth:`metrics` that is a mean over examples, which the service keeps from
     ground-truth feedback one example at a time; None: the task takes no feedback."""
@@ -64,7 +69,7 @@ class Task(ABC):
 
     @abstractmethod
     def targets(self, rows: pd.DataFrame, target_column: str | None) -> np.ndarray:
-        """The training target of each catalog row."""
+        """The training target of each catalog row (the mask's file with :attr:`target_image`)."""
 
     # ---- network ------------------------------------------------------------------------
 
@@ -139,6 +144,11 @@ class Task(ABC):
     @abstractmethod
     def report(self, targets: np.ndarray, outputs: np.ndarray, classes: Sequence[str]) -> Report:
         """A readable report with plots and tables for the tracking run."""
+
+    def examples_figure(self, batch: Mapping[str, np.ndarray], outputs: np.ndarray) -> Figure | None:
+        """A figure of some of the :attr:`figure_examples` test examples (uint8 inputs and
+        ``target``, as the data pipeline yields them) beside the model's activated ``outputs``."""
+        return None
 
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better

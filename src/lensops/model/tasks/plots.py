@@ -37,3 +37,27 @@ def residual_figure(targets: np.ndarray, predictions: np.ndarray) -> Figure:
     ax.set(xlabel="target", ylabel="prediction - target", title="residuals")
     fig.tight_layout()
     return fig
+
+
+def change_figure(before: np.ndarray, after: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> Figure:
+    """One row per tile: the two dates (uint8, (N, 3, H, W)), the true mask and the predicted
+    mask (boolean, (N, H, W)), each mask drawn in red over the after image."""
+    rows = len(before)
+    fig = Figure(figsize=(8, 2.1 * rows))
+    axes = fig.subplots(rows, 4, squeeze=False)
+    for row, images in enumerate(zip(before, after, truth, predicted, strict=True)):
+        tiles = [images[0].transpose(1, 2, 0), images[1].transpose(1, 2, 0)]
+        tiles += [_masked(images[1], mask) for mask in images[2:]]
+        for ax, tile, title in zip(axes[row], tiles, ("before", "after", "true change", "predicted"), strict=True):
+            ax.imshow(tile)
+            ax.set_title(title if row == 0 else "", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _masked(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` (3, H, W) with ``mask`` blended in red, as (H, W, 3)."""
+    shown = image.transpose(1, 2, 0).astype(np.float32)
+    shown[mask] = 0.4 * shown[mask] + 0.6 * np.array([255.0, 0.0, 0.0])
+    return shown.astype(np.uint8)

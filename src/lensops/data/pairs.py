@@ -1,0 +1,171 @@
+"""Examples made of several files: a before and an after image of one place and their change mask.
+
+Read from a manifest (one column per file, e.g. ``before,after,mask``, plus an optional
+``group``) or a folder tree whose leaf folders each hold one example as ``before.<ext>``,
+``after.<ext>`` and ``mask.<ext>``. In a tree ``<root>/<scene>/<tile>/...`` the scene names the
+group; in ``<root>/<tile>/...`` each tile is its own group. Chips cut from one scene overlap or
+touch, so splits go by group (:mod:`lensops.data.splits`): a scene is never in two splits.
+
+Inspection reads the files of every example together and keeps or skips the example as one:
+each image must pass the image rules (:func:`lensops.data.images.check_image`), the images and
+the mask must have the same size, the two images the same bands, and the mask only the values
+0 and 1 (or 0 and 255). The example's ``label`` says whether its mask marks any change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+from PIL import Image
+
+from lensops.config import DataConfig
+from lensops.data import storage
+from lensops.data.images import Issue, load_image
+from lensops.data.reading import map_rows, read_file
+from lensops.data.splits import GROUP
+from lensops.model.tasks.change_detection import CLASSES
+from lensops.progress import tracked
+
+MASK_VALUES = ({0, 1}, {0, 255})
+"""A mask is binary in one of these encodings (0 and 1, or 0 and 255 as image editors write it)."""
+
+
+def list_examples(source: str, names: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of (``path`` naming the example, one column of file locations per name, ``group``,
+    extra manifest columns); a missing file is an empty location, reported by inspection."""
+    fs, root = storage.resolve(source)
+    table = _read_manifest(fs, root, names) if root.endswith(".csv") else _scan_folder(fs, root, names)
+    table[GROUP] = table[GROUP].astype(str)
+    return table
+
+
+def _read_manifest(fs: pafs.FileSystem, path: str, names: tuple[str, ...]) -> pd.DataFrame:
+    with fs.open_input_stream(path) as stream:
+        table = pd.read_csv(stream, dtype={GROUP: str}, keep_default_na=False)
+    missing = set(names) - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: a manifest of examples needs columns {','.join(names)}; missing {sorted(missing)}")
+    base = storage.to_uri(fs, path.rsplit("/", 1)[0])
+    for name in names:
+        table[name] = [storage.beside(p, base) if p else "" for p in table[name].astype(str)]
+    table.insert(0, "path", table[names[0]])
+    if GROUP not in table.columns:
+        table[GROUP] = table["path"]
+    return table
+
+
+def _scan_folder(fs: pafs.FileSystem, root: str, names: tuple[str, ...]) -> pd.DataFrame:
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no folder of examples at {storage.to_uri(fs, root)}")
+    examples: dict[tuple[str, ...], dict[str, str]] = defaultdict(dict)
+    for path, relative in storage.visible_files(fs, root):
+        stem = PurePosixPath(relative[-1]).stem
+        if len(relative) >= 2 and stem in names:
+            examples[tuple(relative[:-1])][stem] = storage.to_uri(fs, path)
+    if not examples:
+        expected = "/".join(f"{n}.<ext>" for n in names)
+        raise FileNotFoundError(f"no examples under {storage.to_uri(fs, root)}: expected <root>/<tile>/{{{expected}}}")
+    rows = [
+        {
+            "path": storage.to_uri(fs, storage.join(root, *folder)),
+            **{name: files.get(name, "") for name in names},
+            GROUP: folder[0] if len(folder) >= 2 else "/".join(folder),
+        }
+        for folder, files in sorted(examples.items())
+    ]
+    return pd.DataFrame(rows)
+
+
+def inspect_examples(examples: pd.DataFrame, names: tuple[str, ...], cfg: DataConfig) -> pd.DataFrame:
+    """Adds ``label``, ``sha256`` (over all the example's files), ``width``, ``height``, ``issue``
+    and ``detail`` to every example row; the last of ``names`` is the mask."""
+    fs, _ = storage.resolve(cfg.source)
+    kwargs = {"fs": fs, "names": names, "min_side": cfg.min_side, "max_pixels": cfg.max_pixels}
+    batches = map_rows(examples, _inspect_batch, kwargs, cfg).iter_batches(batch_format="pandas", batch_size=None)
+    inspected = pd.concat(tracked(batches, len(examples), "validating examples"), ignore_index=True)
+    return inspected.sort_values("path").reset_index(drop=True)
+
+
+def _inspect_batch(
+    batch: pd.DataFrame, fs: pafs.FileSystem, names: tuple[str, ...], min_side: int, max_pixels: int
+) -> pd.DataFrame:
+    results = [inspect_example(fs, row, names, min_side, max_pixels) for row in batch.to_dict("records")]
+    return pd.concat([batch.reset_index(drop=True), pd.DataFrame(results)], axis=1)
+
+
+def inspect_example(fs: pafs.FileSystem, row: dict, names: tuple[str, ...], min_side: int, max_pixels: int) -> dict:
+    """One example's inspection result; the first problem found is its issue."""
+    digest = hashlib.sha256()
+    images: dict[str, Image.Image] = {}
+    try:
+        for name in names:
+            problem = _read_into(fs, row[name], name, digest, images, min_side, max_pixels)
+            if problem:
+                return _skipped(*problem)
+        issue = _mismatch(images, names)
+        if issue:
+            return _skipped(*issue)
+        mask = np.asarray(images[names[-1]])
+        width, height = images[names[0]].size
+        label = CLASSES[int(mask.any())]
+        return {
+            "label": label,
+            "sha256": digest.hexdigest(),
+            "width": width,
+            "height": height,
+            "issue": None,
+            "detail": "",
+        }
+    finally:
+        for image in images.values():
+            image.close()
+
+
+def _read_into(
+    fs: pafs.FileSystem,
+    uri: str,
+    name: str,
+    digest: hashlib._Hash,
+    images: dict[str, Image.Image],
+    min_side: int,
+    max_pixels: int,
+) -> tuple[Issue, str] | None:
+    """Read and check one file of an example into ``images``; (issue, detail) when it fails."""
+    if not uri:
+        return Issue.MISSING_FILE, f"no {name} file"
+    data, error = read_file(fs, uri)
+    if data is None:
+        return Issue.UNREADABLE, f"{name}: {error}"
+    check, image = load_image(data, min_side, max_pixels)
+    if image is None:
+        return check.issue or Issue.UNREADABLE, f"{name}: {check.detail}"
+    digest.update(hashlib.sha256(data).digest())
+    images[name] = image
+    return None
+
+
+def _mismatch(images: dict[str, Image.Image], names: tuple[str, ...]) -> tuple[Issue, str] | None:
+    """Why the files of one example do not fit together, if they do not."""
+    *inputs, mask_name = names
+    sizes = {name: images[name].size for name in names}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
+        return Issue.MISMATCHED, f"sizes differ: {listed}"
+    bands = {name: images[name].getbands() for name in inputs}
+    if len(set(bands.values())) > 1:
+        listed = ", ".join(f"{name} {''.join(b)}" for name, b in bands.items())
+        return Issue.MISMATCHED, f"bands differ: {listed}"
+    values = set(np.unique(np.asarray(images[mask_name])).tolist())
+    if not any(values <= allowed for allowed in MASK_VALUES):
+        shown = ", ".join(str(v) for v in sorted(values)[:6])
+        return Issue.BAD_MASK, f"{mask_name} is not binary: values {shown}"
+    return None
+
+
+def _skipped(issue: Issue, detail: str) -> dict:
+    return {"label": "", "sha256": "", "width": 0, "height": 0, "issue": issue.value, "detail": detail}
