@@ -55,10 +55,11 @@ def build_catalog(cfg: DataConfig, task: Task | None = None) -> Catalog:
     if names == SINGLE_IMAGE:
         inspected = inspect(list_files(cfg.source), cfg)
         kept, skipped = validate(inspected, cfg)
+        labelled = inspected  # a class whose every file was skipped still names itself
     else:
         inspected = inspect_examples(list_examples(cfg.source, names), names, cfg)
         kept, skipped = validate(inspected, cfg, min_per_class=False)
-    labelled = inspected if names == SINGLE_IMAGE else kept  # a skipped example has no label
+        labelled = kept  # a skipped example has no label
     classes = sorted(labelled["label"].astype(str).unique())
     kept = kept.assign(
         label_index=kept["label"].map({c: i for i, c in enumerate(classes)}).astype("int64"),

@@ -27,6 +27,7 @@ from lensops.config import DataConfig
 from lensops.data import storage
 from lensops.data.images import Issue, load_image
 from lensops.data.reading import map_rows, read_file
+from lensops.data.sources import beside_manifest
 from lensops.data.splits import GROUP
 from lensops.model.tasks.change_detection import CLASSES
 from lensops.progress import tracked
@@ -50,9 +51,8 @@ def _read_manifest(fs: pafs.FileSystem, path: str, names: tuple[str, ...]) -> pd
     missing = set(names) - set(table.columns)
     if missing:
         raise ValueError(f"{path}: a manifest of examples needs columns {','.join(names)}; missing {sorted(missing)}")
-    base = storage.to_uri(fs, path.rsplit("/", 1)[0])
     for name in names:
-        table[name] = [storage.beside(p, base) if p else "" for p in table[name].astype(str)]
+        table[name] = beside_manifest(fs, path, table[name].astype(str))
     table.insert(0, "path", table[names[0]])
     if GROUP not in table.columns:
         table[GROUP] = table["path"]

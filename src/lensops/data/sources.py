@@ -6,6 +6,8 @@ extra manifest columns (a regression target, a group id, ...).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 import pyarrow.fs as pafs
 
@@ -55,7 +57,13 @@ def _read_manifest(fs: pafs.FileSystem, path: str) -> pd.DataFrame:
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise ValueError(f"{path}: manifest needs columns path,label; missing {sorted(missing)}")
-    base = storage.to_uri(fs, path.rsplit("/", 1)[0])
-    table["path"] = [storage.beside(p, base) for p in table["path"]]
+    table["path"] = beside_manifest(fs, path, table["path"])
     table["label"] = table["label"].astype(str)
     return table
+
+
+def beside_manifest(fs: pafs.FileSystem, manifest: str, paths: Iterable[str]) -> list[str]:
+    """The locations a manifest's file column names: relative paths are beside the manifest;
+    an empty cell stays empty (a missing file, reported where the files are read)."""
+    base = storage.to_uri(fs, manifest.rsplit("/", 1)[0])
+    return [storage.beside(p, base) if p else "" for p in paths]

@@ -43,9 +43,8 @@ def build_model(cfg: ModelConfig, head: HeadFactory, load_weights: bool = True) 
         _load_backbone_weights(backbone, cfg)
     model = _with_head(backbone, cfg, head)
     if cfg.freeze_backbone:
-        head = set(head_parameters(model))
-        for param in model.parameters():
-            param.requires_grad_(param in head)
+        for param in backbone_parameters(model):
+            param.requires_grad_(False)
     return model
 
 
