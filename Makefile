@@ -16,7 +16,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev,elpv,weights]'
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev,elpv,weights,geo]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -42,6 +42,9 @@ COVERED = ["shell", "cluster", "serve", "pipeline", "batch", "feedback", "monito
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SERVICE = "http://127.0.0.1:8000"
 TIMEOUT_S = 900
+PAUSE_S = 0.2
+"""Between one client's requests: the loop spans every request path of a swap while leaving the
+2 cores to the pipeline's training and the jobs after it."""
 RAY_HAPROXY_STATE = "/tmp/haproxy-serve"
 """Where Ray keeps HAProxy's files when nothing else is set (as for a head a user starts)."""
 
@@ -109,7 +112,7 @@ def transcript(checkout: Path, fresh_machine: dict[str, str]) -> dict:
                 if current == "pipeline":
                     image = sorted((checkout / "data" / "elpv-200" / "defective").glob("*.png"))[0]
                     network = Path(f"/proc/{process.pid}/ns/net")
-                    loop = RequestLoop(SERVICE, image.read_bytes(), clients=2, network=network).__enter__()
+                    loop = RequestLoop(SERVICE, image.read_bytes(), 2, PAUSE_S, network=network).__enter__()
                 if current == "stop" and loop is not None:
                     loop.__exit__(None, None, None)
             sections.setdefault(current, []).append(line.rstrip("\n"))

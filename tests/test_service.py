@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
+from browser import chromium
 from factories import encode, png_header_only
 from metrics_page import metric_total
 from PIL import Image
@@ -315,28 +316,8 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    """Debian's headless Chromium, driven by Selenium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,2000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    yield driver
-    driver.quit()
+    with chromium(tmp_path / "profile") as driver:
+        yield driver
 
 
 def test_upload_page_answers_three_images_at_once_and_shows_why_in_a_real_browser(

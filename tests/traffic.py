@@ -26,7 +26,8 @@ def join_network(namespace: Path) -> None:
 
 @dataclass
 class RequestLoop:
-    """``clients`` threads each POST ``image`` to ``{url}/predict`` back to back until stopped;
+    """``clients`` threads each POST ``image`` to ``{url}/predict`` until stopped, back to back or
+    ``pause_s`` apart (a paced loop leaves the CPU to a job that runs beside it, as training does);
     records which version answered each request, and every failure. Each request carries its
     own id, ``<id_prefix>-<n>``, as ``X-Request-ID``. With ``network`` set, the clients connect
     from that network namespace (see :func:`join_network`)."""
@@ -34,6 +35,7 @@ class RequestLoop:
     url: str
     image: bytes
     clients: int = 4
+    pause_s: float = 0.0
     answers: list[tuple[float, str]] = field(default_factory=list)
     """(monotonic time, version) per successful request."""
     latencies: list[tuple[float, float]] = field(default_factory=list)
@@ -77,7 +79,7 @@ class RequestLoop:
         if self.network is not None:
             join_network(self.network)
         with requests.Session() as session:
-            while not self._stop.is_set():
+            while not self._stop.wait(self.pause_s):
                 started = time.monotonic()
                 headers = {"X-Request-ID": f"{self.id_prefix}-{next(self._numbers)}"}
                 try:

@@ -91,12 +91,23 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Synthetic: generator seed.")] = 0,
     limit: Annotated[int | None, typer.Option(help="ELPV: export only the first N cells.")] = None,
     bad_files: Annotated[bool, typer.Option("--bad-files", help="Plant files that validation must skip.")] = False,
+    geotiff: Annotated[
+        bool,
+        typer.Option("--geotiff", help="Change: the scenes whole (4 tiles a side), as GeoTIFFs for `lensops chip`."),
+    ] = False,
 ) -> None:
-    """Write a sample image-folder dataset, with a manifest.csv, to OUT_DIR."""
+    """Write a sample image-folder dataset, with a manifest.csv, to OUT_DIR (with --geotiff:
+    change scenes to cut with `lensops chip`)."""
     from lensops.data import samples
 
+    if geotiff and (source is not SampleSource.change or bad_files):
+        raise typer.BadParameter("--geotiff goes with --source change, without --bad-files")
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = source is SampleSource.change
+    if geotiff:
+        written = samples.write_change_rasters(out_dir, count or 16, size * samples.TILES_PER_SIDE, seed)
+        typer.echo(f"wrote {written} change scenes as GeoTIFFs to {out_dir}")
+        return
     if source is SampleSource.elpv:
         written = samples.write_elpv(out_dir, limit)
     elif pairs:
@@ -107,6 +118,57 @@ def sample_data(
     if bad_files:
         planted = (samples.add_bad_pairs if pairs else samples.add_bad_files)(out_dir)
         typer.echo(f"planted {len(planted)} bad {'tiles' if pairs else 'files'}: {', '.join(planted)}")
+
+
+@app.command()
+def chip(
+    before: Annotated[Path, typer.Argument(help="GeoTIFF of the first date.", exists=True, dir_okay=False)],
+    after: Annotated[
+        Path, typer.Argument(help="GeoTIFF of the second date, on the same grid.", exists=True, dir_okay=False)
+    ],
+    out_dir: Annotated[Path, typer.Argument(help="Folder of <scene>/<tile>/{before,after,mask}.tif.")],
+    mask: Annotated[
+        Path | None,
+        typer.Option(help="Change mask GeoTIFF (one band, 0: unchanged), same grid.", exists=True, dir_okay=False),
+    ] = None,
+    size: Annotated[int, typer.Option(min=1, help="Tile side in pixels.")] = 256,
+    stride: Annotated[
+        int | None, typer.Option(min=1, help="Pixels from one tile to the next; default: --size (no overlap).")
+    ] = None,
+    min_valid: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Keep a tile when this share of its pixels has data at both dates.")
+    ] = 0.9,
+    bands: Annotated[
+        str | None, typer.Option(help="Bands to keep, by description or 1-based index: B4,B3,B2,B8 or 3,2,1.")
+    ] = None,
+    scene: Annotated[
+        str | None, typer.Option(help="Scene folder; default: BEFORE's file stem, or its folder for before.tif.")
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Cut a before/after pair of GeoTIFFs (and its change mask) into georeferenced tiles,
+    the <scene>/<tile>/ folders that change-detection training reads. The last tile of a row
+    or column is moved back to end at the scene's edge."""
+    from lensops.data import chipping
+
+    summary = chipping.chip(before, after, mask, out_dir, size, stride, min_valid, bands, scene)
+    typer.echo(summary.line())
+
+
+@app.command()
+def stitch(
+    out: Annotated[Path, typer.Argument(help="GeoTIFF to write the scene's mask to.", dir_okay=False)],
+    tiles: Annotated[
+        list[Path], typer.Argument(help="Mask tiles (GeoTIFFs), or folders of */mask.tif tiles.", exists=True)
+    ],
+    verbose: VerboseOption = False,
+) -> None:
+    """Put georeferenced mask tiles (one CRS and resolution) back together into one GeoTIFF:
+    changed wins where tiles overlap; 255 (nodata) where no tile lies."""
+    from lensops.data import chipping
+
+    files = chipping.mask_files(tiles)
+    typer.echo(f"stitched {len(files)} tiles into {chipping.stitch(files, out)}")
 
 
 @app.command()
@@ -505,6 +567,7 @@ def demo(
 
 USER_ERRORS = {
     "lensops.config": "ConfigError",
+    "lensops.data.rasters": "RasterError",
     "lensops.data.validation": "DataValidationError",
     "lensops.pipeline": "StepFailed",
     "lensops.runtime": "ClusterError",

@@ -26,8 +26,8 @@ def test_predictions_take_a_file_upload_or_a_json_body_and_document_every_error(
     content = operation["requestBody"]["content"]
 
     assert set(content) == {"multipart/form-data", "application/json"}
-    upload = next(iter(content["multipart/form-data"]["schema"]["properties"].values()))
-    assert (upload.get("items") or upload)["format"] == "binary"
+    for upload in content["multipart/form-data"]["schema"]["properties"].values():
+        assert (upload.get("items") or upload)["format"] == "binary"
     assert {"200", "400", "401", "413", "415", "422", "429", "503", "504"} <= set(operation["responses"])
     assert "X-Request-ID" in operation["responses"]["200"]["headers"]
 
@@ -57,3 +57,19 @@ def test_health_answers_its_own_body_when_unavailable() -> None:
     responses = SCHEMA["paths"]["/health"]["get"]["responses"]
 
     assert responses["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Health"}
+
+
+def test_predict_takes_one_image_or_a_pair_and_declares_the_change_answer() -> None:
+    operation = SCHEMA["paths"]["/predict"]["post"]
+    content = operation["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]
+    bodies = [sorted(body["required"]) for body in content["application/json"]["schema"]["anyOf"]]
+    answers = operation["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+    change = SCHEMA["components"]["schemas"]["ChangeDetectionPredictAnswer"]
+
+    assert bodies == [["image"], ["after", "before"]]
+    assert set(form["properties"]) == {"file", "before", "after"}  # one object: a file chooser each in /docs
+    assert "`before` and `after`" in form["description"]
+    assert {"$ref": "#/components/schemas/ChangeDetectionPredictAnswer"} in answers
+    assert {"mask", "changed_fraction", "regions", "prediction", "model", "request_id"} <= set(change["required"])
+    assert change["properties"]["mask"]["format"] == "byte"

@@ -18,7 +18,15 @@ from urllib3 import encode_multipart_formdata
 from lensops.config import ServeConfig
 from lensops.model.preprocess import PreprocessSpec
 from lensops.serving.errors import STATUS, ApiError
-from lensops.serving.inputs import InputLimits, decode_base64, prepare, read_images
+from lensops.serving.inputs import (
+    InputLimits,
+    decode_base64,
+    examine,
+    prepare,
+    read_example,
+    read_images,
+    same_size,
+)
 
 LIMITS = InputLimits(max_bytes=100_000, min_side=16, max_side=512, max_pixels=512 * 512, max_items=3)
 SPEC = PreprocessSpec(image_size=24, resize_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -255,6 +263,74 @@ def test_several_multipart_files_on_the_single_endpoint_is_too_many_images() -> 
     error = read_error(multipart_request(fields))
 
     assert (error.code, error.detail) == ("too_many_images", "2 images; send at most 1")
+
+
+# --- the images of one example (a pair) -------------------------------------------------
+
+PAIR = ("before", "after")
+
+
+def read_pair(request: Request) -> dict[str, bytes]:
+    return asyncio.run(read_example(request, LIMITS, PAIR))
+
+
+def read_pair_error(request: Request) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        read_pair(request)
+    return info.value
+
+
+def test_a_one_image_task_reads_its_file_as_ever() -> None:
+    image = noise_png()
+    request = multipart_request([("file", ("a.png", image, "image/png"))])
+
+    assert asyncio.run(read_example(request, LIMITS, ("image",))) == {"image": image}
+
+
+def test_a_pair_is_read_from_multipart_fields_or_json_keys_named_after_the_inputs() -> None:
+    before, after = noise_png(seed=1), noise_png(seed=2)
+    form = multipart_request([("after", ("a.png", after, "image/png")), ("before", ("b.png", before, "image/png"))])
+
+    assert read_pair(form) == {"before": before, "after": after}
+    assert read_pair(json_request({"before": b64(before), "after": b64(after)})) == {"before": before, "after": after}
+
+
+@pytest.mark.parametrize("sent", [{"before": "x"}, {"image": "x"}, []])
+def test_a_pair_without_its_after_image_is_a_missing_field(sent: object) -> None:
+    document = {k: b64(noise_png()) for k in sent} if isinstance(sent, dict) else sent
+    error = read_pair_error(json_request(document))
+
+    assert (error.code, error.status) == ("missing_field", 400)
+    assert error.detail.startswith("this model takes 'before' and 'after'; no image in ")
+    assert "after" in error.detail.rsplit("no image in ", 1)[1]
+
+
+def test_two_files_under_one_input_are_refused() -> None:
+    fields: list[tuple[str, tuple[str, bytes, str] | str]] = [
+        ("before", ("1.png", noise_png(seed=1), "image/png")),
+        ("before", ("2.png", noise_png(seed=2), "image/png")),
+        ("after", ("3.png", noise_png(seed=3), "image/png")),
+    ]
+    error = read_pair_error(multipart_request(fields))
+
+    assert (error.code, error.detail) == ("too_many_images", "2 images in 'before'; send one")
+
+
+def test_a_pair_body_is_limited_to_one_image_per_input() -> None:
+    error = read_pair_error(make_request(b"x", "application/json", content_length=2 * LIMITS.max_bytes + 1))
+
+    assert error.code == "request_too_large"
+
+
+def test_the_images_of_a_pair_must_have_one_size() -> None:
+    same = [examine(noise_png(64, 48, seed), SPEC, LIMITS) for seed in (1, 2)]
+    other = examine(noise_png(48, 64), SPEC, LIMITS)
+
+    assert same_size(["before", "after"], same) == same
+    with pytest.raises(ApiError) as info:
+        same_size(["before", "after"], [same[0], other])
+    assert (info.value.code, info.value.status) == ("mismatched_inputs", 422)
+    assert info.value.detail == "the images of one example must have one size: before 64x48, after 48x64"
 
 
 # --- decode_base64 ------------------------------------------------------------------------

@@ -424,24 +424,6 @@ def test_a_new_version_that_cannot_load_degrades_health_and_the_old_version_keep
     assert events.activated == [("1", None)]
 
 
-def test_a_version_of_a_task_with_two_inputs_is_refused_and_the_old_version_keeps_answering() -> None:
-    registry = FakeRegistry(aliases={"champion": "1"})
-    router, _ = make_router(registry)
-    refresh(router)
-
-    registry.spec = model_spec("change_detection", architecture="timm:resnet18")
-    registry.aliases["champion"] = "2"
-    error = refresh_error(router)
-
-    assert (error.code, error.status) == ("model_load_failed", 502)
-    assert error.detail == (
-        "version 2 of 'lens' is a change_detection model (inputs: before, after); "
-        "the service answers one image per request"
-    )
-    assert answering(router) == {"1"}
-    assert "2" not in {entry[1] for entry in registry.log if entry[0] == "warm"}
-
-
 def test_a_later_successful_refresh_makes_health_ok_again() -> None:
     registry = FakeRegistry(aliases={"champion": "1"}, broken={"2"})
     router, events = make_router(registry)

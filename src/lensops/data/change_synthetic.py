@@ -21,6 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 BANDS = ("red", "green", "blue", "nir")
+SENTINEL2_BANDS = ("B4", "B3", "B2", "B8")
+"""Sentinel-2's names of :data:`BANDS`, the band descriptions of generated GeoTIFFs."""
 FOREST, FIELD, WATER, ROAD, SOIL, ROOF = range(6)
 COLOURS = {  # reflectance per band, R G B NIR
     WATER: (0.03, 0.05, 0.08, 0.01),

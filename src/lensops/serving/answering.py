@@ -1,5 +1,6 @@
-"""How the ingress answers one image: preprocess on the CPU tier, predict on the model tier
-with the version the router chose, count it, and run the shadow prediction in the background.
+"""How the ingress answers one example (an image, or the images of a task with several inputs):
+preprocess each on the CPU tier, predict on the model tier with the version the router chose,
+count it, and run the shadow prediction in the background.
 
 A call to a tier whose replica died or became unavailable is tried again, on another replica,
 up to ``serve.retry_attempts`` times within the request's deadline: a prediction is idempotent,
@@ -25,7 +26,7 @@ from lensops.monitoring import records
 from lensops.monitoring.log_writer import PredictionLog
 from lensops.serving.errors import ApiError
 from lensops.serving.following import Active, logger
-from lensops.serving.inputs import Prepared
+from lensops.serving.inputs import SINGLE_IMAGE, Prepared, same_size
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Route, Router
 
@@ -34,6 +35,8 @@ REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableErr
 """What a tier call raises when its replica died or is going away: worth a try elsewhere."""
 RETRY_PAUSE_S = 0.05
 BUSY_RETRY_AFTER_S = 1.0
+Uploads = dict[str, bytes]
+"""One example's uploaded files, by the task's input names."""
 
 
 class Answerer:
@@ -57,45 +60,57 @@ class Answerer:
     def model_for(self, version: str) -> DeploymentHandle:
         return self.model.options(multiplexed_model_id=version)
 
-    async def answer(self, data: bytes, route: Route, log_as: str | None = None) -> dict[str, Any]:
-        """The answer to one image from the version ``route`` names; ``ApiError`` if rejected.
-        With ``log_as`` (a request id) the answer goes to the prediction log under that id."""
+    async def answer(self, uploads: Uploads, route: Route, log_as: str | None = None) -> dict[str, Any]:
+        """The answer to one example (its uploads by task input) from the version ``route``
+        names; ``ApiError`` if rejected. With ``log_as`` (a request id) the answer goes to the
+        prediction log under that id, with the facts and bytes of the example's last input (the
+        later date of a pair)."""
         started, active = time.perf_counter(), route.answer
-        prepared, inputs, answer = await self._ask(data, active, lambda model, inputs: model.predict.remote(inputs))
+        prepared, inputs, answer = await self._ask(uploads, active, lambda model, inputs: model.predict.remote(inputs))
         answer["model"] = {**answer["model"], "alias": active.alias}
         embedding = answer.pop("embedding", None)  # for the log (serve.log_embeddings), not the client
         label = active.spec.task.metric_label(answer)
         self.metrics.answered(active.version, label, answer.get("confidence"), time.perf_counter() - started)
         if log_as is not None and self.log is not None:
-            self.log.add(records.service_record(log_as, answer, prepared.facts, embedding), data)
+            last = active.spec.task.inputs[-1]
+            self.log.add(records.service_record(log_as, answer, prepared[last].facts, embedding), uploads[last])
         if route.shadow is not None:
-            self._in_background(self._shadow(route, answer, data, inputs))
+            self._in_background(self._shadow(route, answer, uploads, inputs))
         return answer
 
-    async def explain(self, data: bytes, route: Route, target: str | None) -> dict[str, Any]:
+    async def explain(self, upload: bytes, route: Route, target: str | None) -> dict[str, Any]:
         """The answer to one image with its explanation (of ``target``, else the predicted class).
         Not logged: an explanation is asked about an image, it is not traffic to monitor."""
         active = route.answer
-        _, _, answer = await self._ask(data, active, lambda model, inputs: model.explain.remote(inputs, target))
+        _, _, answer = await self._ask(
+            {SINGLE_IMAGE[0]: upload}, active, lambda model, inputs: model.explain.remote(inputs, target)
+        )
         if isinstance(answer, ApiError):
             raise answer
         return {**answer, "model": {**answer["model"], "alias": active.alias}}
 
     async def _ask(
-        self, data: bytes, active: Active, call: Callable[[DeploymentHandle, dict[str, np.ndarray]], Awaitable[T]]
-    ) -> tuple[Prepared, dict[str, np.ndarray], T]:
-        """Preprocess ``data`` for the ``active`` version, then ``call`` its model tier on the
-        inputs, all within the request's deadline: (prepared upload, inputs, what the tier said)."""
+        self, uploads: Uploads, active: Active, call: Callable[[DeploymentHandle, dict[str, np.ndarray]], Awaitable[T]]
+    ) -> tuple[dict[str, Prepared], dict[str, np.ndarray], T]:
+        """Preprocess ``uploads`` for the ``active`` version, then ``call`` its model tier on the
+        inputs, all within the request's deadline: (prepared uploads, inputs, what the tier said)."""
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
-                prepared = await self._prepare(data, active.spec)
-                inputs = {active.spec.task.inputs[0]: prepared.image}
+                prepared = await self._prepare(uploads, active.spec)
+                inputs = {name: upload.image for name, upload in prepared.items()}
                 model = self.model_for(active.version)
                 return prepared, inputs, await self._reliably(lambda: call(model, inputs), "Model")
         except TimeoutError:
             raise ApiError("timeout", f"no answer within {self.cfg.request_timeout_s:g} s") from None
 
-    async def _prepare(self, data: bytes, spec: ModelSpec) -> Prepared:
+    async def _prepare(self, uploads: Uploads, spec: ModelSpec) -> dict[str, Prepared]:
+        """Every upload checked and decoded on the CPU tier, side by side; the images of one
+        example must have one size (they picture the same place)."""
+        names = list(uploads)
+        prepared = await asyncio.gather(*(self._prepare_one(uploads[name], spec) for name in names))
+        return dict(zip(names, same_size(names, prepared), strict=True))
+
+    async def _prepare_one(self, data: bytes, spec: ModelSpec) -> Prepared:
         prepared = await self._reliably(lambda: self.preprocessor.remote(data, spec.preprocess), "Preprocessor")
         if isinstance(prepared, ApiError):
             raise prepared
@@ -122,12 +137,15 @@ class Answerer:
         self.background.add(task)  # the loop itself keeps only a weak reference
         task.add_done_callback(self.background.discard)
 
-    async def _shadow(self, route: Route, answer: dict[str, Any], data: bytes, inputs: dict[str, np.ndarray]) -> None:
-        """Predict an answered image with the challenger: logged and counted, never returned."""
+    async def _shadow(
+        self, route: Route, answer: dict[str, Any], uploads: Uploads, inputs: dict[str, np.ndarray]
+    ) -> None:
+        """Predict an answered example with the challenger: logged and counted, never returned."""
         challenger = route.shadow
         try:
             if challenger.spec.preprocess != route.answer.spec.preprocess:
-                inputs = {challenger.spec.task.inputs[0]: (await self._prepare(data, challenger.spec)).image}
+                prepared = await self._prepare(uploads, challenger.spec)
+                inputs = {name: upload.image for name, upload in prepared.items()}
             shadow = await self.model_for(challenger.version).predict.remote(inputs)
         except Exception as exc:  # the client has its answer already; a failing challenger is only counted
             logger.warning("shadow v%s failed: %r", challenger.version, exc)
@@ -142,3 +160,11 @@ class Answerer:
             answer["prediction"],
             verdict,
         )
+
+
+def require_one_image(spec: ModelSpec, what: str) -> None:
+    """400 ``unsupported_for_model`` when the served task takes more than one image."""
+    if spec.task.inputs != SINGLE_IMAGE:
+        inputs = " and ".join(spec.task.inputs)
+        detail = f"{what} take one image; this {spec.model.task} model takes {inputs}: send them to /predict"
+        raise ApiError("unsupported_for_model", detail)

@@ -25,10 +25,10 @@ from lensops.config import LensopsConfig, ServeConfig
 from lensops.monitoring.log_writer import LogSettings, PredictionLog
 from lensops.serving import contract
 from lensops.serving.access import Access, check_reload_token, load_api_keys
-from lensops.serving.answering import Answerer
+from lensops.serving.answering import Answerer, require_one_image
 from lensops.serving.errors import ApiError
 from lensops.serving.feedback import FeedbackDesk
-from lensops.serving.inputs import InputLimits, read_feedback, read_images
+from lensops.serving.inputs import SINGLE_IMAGE, InputLimits, read_example, read_feedback, read_images
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Router
 from lensops.serving.versions import RegistryVersions
@@ -126,33 +126,35 @@ class Ingress:
 
     @api.post(
         "/predict",
-        summary="Predict one image (multipart field `file` or JSON {'image': base64})",
+        summary="Predict one image (multipart field `file` or JSON {'image': base64}), or a pair "
+        "(fields or JSON keys `before` and `after`) for a change-detection model",
         **contract.route_docs(
-            contract.PredictAnswer, contract.PREDICT_ERRORS, contract.PREDICT_BODY, contract.REQUEST_ID
+            contract.PredictAnswers, contract.PREDICT_ERRORS, contract.PREDICT_BODY, contract.REQUEST_ID
         ),
     )
     async def predict(self, request: Request) -> JSONResponse:
         try:
             with self._admitted(request):
                 route = self.router.route()
-                (data,) = await read_images(request, self.limits, many=False)
+                uploads = await read_example(request, self.limits, route.answer.spec.task.inputs)
                 request_id = request.headers.get(REQUEST_ID, "")
-                answer = await self.answerer.answer(data, route, request_id if self._sampled() else None)
+                answer = await self.answerer.answer(uploads, route, request_id if self._sampled() else None)
         except ApiError as exc:
             return self._reject(exc)
         return JSONResponse({**answer, "request_id": request_id})
 
     @api.post(
         "/explain",
-        summary="Predict one image and show where the model looked (Grad-CAM); same body as /predict",
+        summary="Predict one image and show where the model looked (Grad-CAM); the one-image body of /predict",
         **contract.route_docs(
-            contract.ExplainAnswer, contract.PREDICT_ERRORS, contract.PREDICT_BODY, contract.REQUEST_ID
+            contract.ExplainAnswer, contract.PREDICT_ERRORS, contract.IMAGE_BODY, contract.REQUEST_ID
         ),
     )
     async def explain(self, request: Request, target: EXPLAIN_TARGET = None) -> JSONResponse:
         try:
             with self._admitted(request):
                 route = self.router.route()
+                require_one_image(route.answer.spec, "explanations")
                 (data,) = await read_images(request, self.limits, many=False)
                 answer = await self.answerer.explain(data, route, target)
         except ApiError as exc:
@@ -169,12 +171,13 @@ class Ingress:
     async def predict_batch(self, request: Request) -> JSONResponse:
         try:
             with self._admitted(request):
-                self.router.route()  # 503 before reading a body that no model could answer
+                # 503 (no model) or 400 (a model of several inputs) before reading the body
+                require_one_image(self.router.route().answer.spec, "batches")
                 images = await read_images(request, self.limits, many=True)
                 request_id, logged = request.headers.get(REQUEST_ID, ""), self._sampled()
                 ids = [contract.item_id(request_id, index) for index in range(len(images))]
                 answers = (
-                    self.answerer.answer(data, self.router.route(), item if logged else None)
+                    self.answerer.answer({SINGLE_IMAGE[0]: data}, self.router.route(), item if logged else None)
                     for data, item in zip(images, ids, strict=True)
                 )
                 results = await asyncio.gather(*answers, return_exceptions=True)
@@ -222,7 +225,8 @@ class Ingress:
         except ApiError as exc:
             return self._reject(exc)
         spec = champion.spec
-        identity = {"name": self.router.name, "version": champion.version, "alias": champion.alias}
+        identity = {"name": self.router.name, "version": champion.version, "inputs": list(spec.task.inputs)}
+        identity["alias"] = champion.alias
         return JSONResponse(
             identity
             | {"dataset_version": spec.dataset_version, "run_id": champion.run_id, "metrics": spec.metrics}

@@ -8,10 +8,11 @@ every answer and error status, for the OpenAPI schema (published as ``docs/opena
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
+from lensops.model.tasks import BUILT_IN
 from lensops.serving.errors import STATUS
 
 ErrorCode = Literal[tuple(STATUS)]  # type: ignore[valid-type]
@@ -48,6 +49,22 @@ REQUEST_ID_FIELD = Field(description="The request's id: its X-Request-ID header,
 
 class PredictAnswer(Answer):
     request_id: str = REQUEST_ID_FIELD
+
+
+def _with_task_fields(answer: type[BaseModel]) -> list[type[BaseModel]]:
+    """``answer``, and ``answer`` with the fields of each built-in task that adds some (a change
+    mask, its regions): what ``/predict`` answers, by the served model's task."""
+    return [
+        answer,
+        *(
+            create_model(f"{task.__name__}{answer.__name__}", __base__=(answer, task.answer_fields))
+            for task in BUILT_IN.values()
+            if task.answer_fields is not None
+        ),
+    ]
+
+
+PredictAnswers = Union[tuple(_with_task_fields(PredictAnswer))]  # type: ignore[valid-type]  # noqa: UP007
 
 
 class Explanation(BaseModel):
@@ -143,6 +160,7 @@ class Classes(BaseModel):
 class ModelDescription(BaseModel):
     name: str
     version: str
+    inputs: list[str] = Field(description="The images one prediction takes: `image`, or e.g. `before` and `after`.")
     alias: str | None
     dataset_version: str
     run_id: str
@@ -158,10 +176,37 @@ class Reload(BaseModel):
 
 
 UPLOAD = {"type": "string", "format": "binary"}
-PREDICT_BODY = {
+BASE64 = {"type": "string", "format": "byte", "minLength": 1}
+SEVERAL_INPUTS = sorted({task.inputs for task in BUILT_IN.values()} - {("image",)})
+"""The inputs of each built-in task that takes several images: each is a field of its own."""
+IMAGE_BODY = {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": UPLOAD}}},
     "application/json": {"schema": ImageJSON.model_json_schema()},
 }
+
+
+def _form() -> dict[str, Any]:
+    """One multipart object with a field per input name (Swagger UI draws a file chooser per
+    field of an object, none for a choice of objects): which ones the served model takes is in
+    the description and in ``/model``'s ``inputs``."""
+    names = ["file", *(name for inputs in SEVERAL_INPUTS for name in inputs)]
+    pairs = "; ".join(" and ".join(f"`{name}`" for name in inputs) for inputs in SEVERAL_INPUTS)
+    what = f"One image as `file`, or for a model of several images one file per input ({pairs})."
+    return {"type": "object", "properties": dict.fromkeys(names, UPLOAD), "description": what}
+
+
+def _json(names: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "object", "required": list(names), "properties": dict.fromkeys(names, BASE64)}
+
+
+PREDICT_BODY = {
+    "multipart/form-data": {"schema": _form()},
+    "application/json": {"schema": {"anyOf": [ImageJSON.model_json_schema(), *map(_json, SEVERAL_INPUTS)]}},
+}
+"""One image (``file``, JSON ``image``), or the images of a task of several inputs by name
+(``before`` and ``after``): which one the served model's task takes (``GET /model``)."""
+
+
 PREDICT_BATCH_BODY = {
     "multipart/form-data": {
         "schema": {
@@ -174,13 +219,15 @@ PREDICT_BATCH_BODY = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
 MEANING = {
-    400: "The request is malformed: a missing field, bad JSON or base64.",
+    400: "The request is malformed (a missing field, bad JSON or base64), or asks what the served model does not "
+    "do (a batch or an explanation of a model of several images).",
     401: "An API key (or the reload token) is missing or wrong.",
     403: "Reloads are disabled (no token configured).",
     404: "No such version or alias in the registry, or no logged prediction with that request id.",
     413: "The request, an image or the number of images is over its limit.",
     415: "Not an image, or a format or content type the service does not take.",
-    422: "An image that cannot be decoded (truncated, corrupt, too small), or a label the model does not know.",
+    422: "An image that cannot be decoded (truncated, corrupt, too small), images of one example that differ in "
+    "size, or a label the model does not know.",
     429: "Over the rate limit.",
     502: "The new version cannot be loaded.",
     503: "No model loaded yet, the registry or the prediction log unreachable, or the service overloaded.",

@@ -22,6 +22,7 @@ STATUS: dict[str, int] = {
     "request_too_large": 413,
     "too_many_images": 413,
     "unsupported_media_type": 415,
+    "unsupported_for_model": 400,
     "rate_limited": 429,
     # feedback
     "invalid_feedback": 400,
@@ -36,6 +37,7 @@ STATUS: dict[str, int] = {
     Issue.TRUNCATED.value: 422,
     Issue.TOO_SMALL.value: 422,
     Issue.UNSUPPORTED_FORMAT.value: 415,
+    "mismatched_inputs": 422,
     # the model behind the service
     "no_such_version": 404,
     "model_load_failed": 502,

@@ -156,10 +156,6 @@ class AliasFollower:
             spec = await self.versions.load_spec(found)
         except Exception as exc:
             raise ApiError("registry_unavailable", f"cannot read '{ref}' of '{self.name}': {exc}") from exc
-        if spec.task.inputs != ("image",):
-            inputs = ", ".join(spec.task.inputs)
-            detail = f"version {found.version} of '{self.name}' is a {spec.model.task} model (inputs: {inputs})"
-            raise ApiError("model_load_failed", f"{detail}; the service answers one image per request")
         try:
             await self.versions.warm(found.version)
         except Exception as exc:

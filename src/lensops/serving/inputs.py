@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -49,19 +50,18 @@ class InputLimits(BaseModel):
         )
 
 
+SINGLE_IMAGE = ("image",)
+"""The inputs of a one-image task: its upload is multipart ``file`` or JSON ``image``."""
+
+
 async def read_images(request: Request, limits: InputLimits, many: bool) -> list[bytes]:
     """The image bytes of a predict request: multipart ``file`` (``files`` when ``many``) or
     JSON ``{"image": base64}`` (``{"images": [...]}``)."""
     form_field, json_field = ("files", "images") if many else ("file", "image")
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith(("multipart/form-data", "application/json")):
-        raise ApiError(
-            "unsupported_media_type",
-            f"content type '{content_type or 'none'}': send multipart/form-data or application/json",
-        )
+    content_type = _content_type(request)
     body = await _body(request, limits.max_bytes * (limits.max_items if many else 1))
     if content_type.startswith("multipart/form-data"):
-        images = await _form_images(request, body, form_field)
+        images = [await item.read() for item in _uploads(await _form(request, body), form_field)]
     else:
         images = _json_images(body, json_field, many)
     if not images:
@@ -72,13 +72,52 @@ async def read_images(request: Request, limits: InputLimits, many: bool) -> list
     return images
 
 
-async def _form_images(request: Request, body: bytes, field: str) -> list[bytes]:
+async def read_example(request: Request, limits: InputLimits, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The images of one example, by the task's input ``names``: a one-image task's as
+    :func:`read_images` reads them; a task of several images takes each under its input name, as
+    a multipart field or a JSON key of base64 (``before`` and ``after`` for a pair)."""
+    if names == SINGLE_IMAGE:
+        (data,) = await read_images(request, limits, many=False)
+        return {"image": data}
+    content_type = _content_type(request)
+    body = await _body(request, limits.max_bytes * len(names))
+    if content_type.startswith("multipart/form-data"):
+        form = await _form(request, body)
+        found = {name: [await item.read() for item in _uploads(form, name)] for name in names}
+    else:
+        document = _json_document(body)
+        found = {name: [decode_base64(document[name])] for name in names if document.get(name) is not None}
+    missing = [name for name in names if not found.get(name)]
+    if missing:
+        wanted = " and ".join(f"'{name}'" for name in names)
+        raise ApiError("missing_field", f"this model takes {wanted}; no image in {', '.join(missing)}")
+    for name, images in found.items():
+        if len(images) > 1:
+            raise ApiError("too_many_images", f"{len(images)} images in '{name}'; send one")
+    return {name: found[name][0] for name in names}
+
+
+def _content_type(request: Request) -> str:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/json")):
+        raise ApiError(
+            "unsupported_media_type",
+            f"content type '{content_type or 'none'}': send multipart/form-data or application/json",
+        )
+    return content_type
+
+
+async def _form(request: Request, body: bytes) -> FormData:
     try:
-        form = await Request(request.scope, _replay(body)).form()
+        return await Request(request.scope, _replay(body)).form()
     except (HTTPException, MultiPartException) as exc:  # starlette's own 400, without our error code
         why = exc.detail if isinstance(exc, HTTPException) else exc.message
         raise ApiError("invalid_multipart", f"the multipart body cannot be parsed: {why}") from None
-    return [await item.read() for item in form.getlist(field) if hasattr(item, "read")]
+
+
+def _uploads(form: FormData, field: str) -> list[UploadFile]:
+    """The files of a form field (a text value under the name is not an image)."""
+    return [item for item in form.getlist(field) if hasattr(item, "read")]
 
 
 async def read_feedback(request: Request, limits: InputLimits) -> LabelFeedback | ValueFeedback:
@@ -127,12 +166,17 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-def _json_images(body: bytes, field: str, many: bool) -> list[bytes]:
+def _json_document(body: bytes) -> dict[str, Any]:
+    """The JSON object of a body; an empty object when the body is other JSON."""
     try:
         document = json.loads(body)
     except ValueError:
         raise ApiError("invalid_json", "request body is not valid JSON") from None
-    value = document.get(field) if isinstance(document, dict) else None
+    return document if isinstance(document, dict) else {}
+
+
+def _json_images(body: bytes, field: str, many: bool) -> list[bytes]:
+    value = _json_document(body).get(field)
     if value is None:
         return []
     if many != isinstance(value, list):
@@ -174,3 +218,12 @@ def examine(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> Prepared:
     with image:
         pixels = image_to_uint8(image, spec)
     return Prepared(pixels, records.input_columns(data, check, pixels))
+
+
+def same_size(names: list[str], prepared: list[Prepared]) -> list[Prepared]:
+    """``prepared`` when every image has the first one's size; 422 ``mismatched_inputs`` otherwise."""
+    sizes = [(upload.facts["input_width"], upload.facts["input_height"]) for upload in prepared]
+    if len(set(sizes)) > 1:
+        shown = ", ".join(f"{name} {w}x{h}" for name, (w, h) in zip(names, sizes, strict=True))
+        raise ApiError("mismatched_inputs", f"the images of one example must have one size: {shown}")
+    return prepared

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from lensops.model import backbones
@@ -61,6 +62,9 @@ class Task(ABC):
     live_metric: ClassVar[str | None] = None
     """A metric of :meth:`metrics` that is a mean over examples, which the service keeps from
     ground-truth feedback one example at a time; None: the task takes no feedback."""
+    answer_fields: ClassVar[type[BaseModel] | None] = None
+    """The fields :meth:`answers` adds to ``prediction`` and ``confidence``, as a model: the
+    service's typed contract declares them (None: none beyond class probabilities)."""
 
     # ---- configuration and data ------------------------------------------------------------
 

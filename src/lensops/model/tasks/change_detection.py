@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
 
 from lensops.model import masks
@@ -38,6 +39,21 @@ SMOOTH = 1.0
 """Added to both sides of the Dice ratio: a tile without change and an empty prediction score 1."""
 
 
+class Region(BaseModel):
+    box: list[int] = Field(description="[x0, y0, x1, y1] in mask pixels, x1 and y1 exclusive.")
+    area: int = Field(description="Changed pixels in the region.")
+
+
+class ChangeAnswer(BaseModel):
+    mask: str = Field(
+        description="Base64 PNG, one channel, 255 where changed, at the model's input size "
+        "(`preprocess.image_size` of the spec in /model), not the upload's.",
+        json_schema_extra={"format": "byte"},
+    )
+    changed_fraction: float = Field(ge=0, le=1, description="Share of the mask's pixels that changed.")
+    regions: list[Region] = Field(description="The 8-connected changed regions, largest first.")
+
+
 class ChangeDetection(Task):
     name = "change_detection"
     inputs = ("before", "after")
@@ -45,6 +61,7 @@ class ChangeDetection(Task):
     epoch_metrics = ("iou", "f1")
     promotion_metric = "iou"
     figure_examples = 64
+    answer_fields = ChangeAnswer
 
     def check_config(self, cfg: LensopsConfig) -> None:
         if not cfg.model.architecture.startswith("timm:"):
