@@ -295,7 +295,7 @@ def test_a_pair_is_read_from_multipart_fields_or_json_keys_named_after_the_input
     assert read_pair(json_request({"before": b64(before), "after": b64(after)})) == {"before": before, "after": after}
 
 
-@pytest.mark.parametrize("sent", [{"before": "x"}, {"image": "x"}, []])
+@pytest.mark.parametrize("sent", [{"before": "x"}, {"other": "x"}, []])
 def test_a_pair_without_its_after_image_is_a_missing_field(sent: object) -> None:
     document = {k: b64(noise_png()) for k in sent} if isinstance(sent, dict) else sent
     error = read_pair_error(json_request(document))
@@ -303,6 +303,18 @@ def test_a_pair_without_its_after_image_is_a_missing_field(sent: object) -> None
     assert (error.code, error.status) == ("missing_field", 400)
     assert error.detail.startswith("this model takes 'before' and 'after'; no image in ")
     assert "after" in error.detail.rsplit("no image in ", 1)[1]
+
+
+def test_the_images_of_another_kind_of_model_are_wrong_inputs_not_a_malformed_request() -> None:
+    to_pair = read_pair_error(json_request({"image": b64(noise_png())}))
+    to_single = read_error(multipart_request([("before", ("b.png", noise_png(), "image/png"))]))
+
+    assert (to_pair.code, to_pair.status) == ("wrong_inputs", 422)
+    assert to_pair.detail.startswith("the served model does not take image; this model takes 'before' and 'after'")
+    assert (to_single.code, to_single.detail) == (
+        "wrong_inputs",
+        "the served model does not take before; no image in field 'file' or JSON key 'image'",
+    )
 
 
 def test_two_files_under_one_input_are_refused() -> None:

@@ -179,6 +179,8 @@ UPLOAD = {"type": "string", "format": "binary"}
 BASE64 = {"type": "string", "format": "byte", "minLength": 1}
 SEVERAL_INPUTS = sorted({task.inputs for task in BUILT_IN.values()} - {("image",)})
 """The inputs of each built-in task that takes several images: each is a field of its own."""
+INPUT_FIELDS = frozenset({"file", "image", *(name for inputs in SEVERAL_INPUTS for name in inputs)})
+"""Every field or JSON key a prediction's image may come in, whichever model is served."""
 IMAGE_BODY = {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": UPLOAD}}},
     "application/json": {"schema": ImageJSON.model_json_schema()},
@@ -192,7 +194,7 @@ def _form() -> dict[str, Any]:
     names = ["file", *(name for inputs in SEVERAL_INPUTS for name in inputs)]
     pairs = "; ".join(" and ".join(f"`{name}`" for name in inputs) for inputs in SEVERAL_INPUTS)
     what = f"One image as `file`, or for a model of several images one file per input ({pairs})."
-    return {"type": "object", "properties": dict.fromkeys(names, UPLOAD), "description": what}
+    return {"type": "object", "properties": dict.fromkeys(names, UPLOAD), "minProperties": 1, "description": what}
 
 
 def _json(names: tuple[str, ...]) -> dict[str, Any]:
@@ -227,7 +229,7 @@ MEANING = {
     413: "The request, an image or the number of images is over its limit.",
     415: "Not an image, or a format or content type the service does not take.",
     422: "An image that cannot be decoded (truncated, corrupt, too small), images of one example that differ in "
-    "size, or a label the model does not know.",
+    "size, the images of another kind of model (a pair to a classifier), or a label the model does not know.",
     429: "Over the rate limit.",
     502: "The new version cannot be loaded.",
     503: "No model loaded yet, the registry or the prediction log unreachable, or the service overloaded.",

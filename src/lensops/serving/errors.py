@@ -38,6 +38,7 @@ STATUS: dict[str, int] = {
     Issue.TOO_SMALL.value: 422,
     Issue.UNSUPPORTED_FORMAT.value: 415,
     "mismatched_inputs": 422,
+    "wrong_inputs": 422,
     # the model behind the service
     "no_such_version": 404,
     "model_load_failed": 502,

@@ -26,7 +26,7 @@ from lensops.config import ServeConfig
 from lensops.data.images import load_served_image
 from lensops.model.preprocess import PreprocessSpec, image_to_uint8
 from lensops.monitoring import records
-from lensops.serving.contract import FeedbackBody, LabelFeedback, ValueFeedback
+from lensops.serving.contract import INPUT_FIELDS, FeedbackBody, LabelFeedback, ValueFeedback
 from lensops.serving.errors import ApiError
 
 FEEDBACK_MAX_BYTES = 64 * 1024
@@ -61,11 +61,14 @@ async def read_images(request: Request, limits: InputLimits, many: bool) -> list
     content_type = _content_type(request)
     body = await _body(request, limits.max_bytes * (limits.max_items if many else 1))
     if content_type.startswith("multipart/form-data"):
-        images = [await item.read() for item in _uploads(await _form(request, body), form_field)]
+        form = await _form(request, body)
+        images, sent = [await item.read() for item in _uploads(form, form_field)], set(form.keys())
     else:
-        images = _json_images(body, json_field, many)
+        document = _json_document(body)
+        images, sent = _json_images(document, json_field, many), set(document)
     if not images:
-        raise ApiError("missing_field", f"no image in field '{form_field}' or JSON key '{json_field}'")
+        own = {form_field, json_field, "file", "image"}  # a batch route's fields, and one image's
+        raise absent(sent, own, f"no image in field '{form_field}' or JSON key '{json_field}'")
     most = limits.max_items if many else 1
     if len(images) > most:
         raise ApiError("too_many_images", f"{len(images)} images; send at most {most}")
@@ -84,13 +87,15 @@ async def read_example(request: Request, limits: InputLimits, names: tuple[str, 
     if content_type.startswith("multipart/form-data"):
         form = await _form(request, body)
         found = {name: [await item.read() for item in _uploads(form, name)] for name in names}
+        sent = set(form.keys())
     else:
         document = _json_document(body)
         found = {name: [decode_base64(document[name])] for name in names if document.get(name) is not None}
+        sent = set(document)
     missing = [name for name in names if not found.get(name)]
     if missing:
         wanted = " and ".join(f"'{name}'" for name in names)
-        raise ApiError("missing_field", f"this model takes {wanted}; no image in {', '.join(missing)}")
+        raise absent(sent, set(names), f"this model takes {wanted}; no image in {', '.join(missing)}")
     for name, images in found.items():
         if len(images) > 1:
             raise ApiError("too_many_images", f"{len(images)} images in '{name}'; send one")
@@ -175,8 +180,18 @@ def _json_document(body: bytes) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _json_images(body: bytes, field: str, many: bool) -> list[bytes]:
-    value = _json_document(body).get(field)
+def absent(sent: set[str], own: set[str], detail: str) -> ApiError:
+    """The error for a body without the served model's images: 422 ``wrong_inputs`` when it
+    holds only the images of another kind of model (a pair sent to a classifier: well-formed by
+    the schema, which declares both), else 400 ``missing_field``."""
+    others = sorted(sent & INPUT_FIELDS - own)
+    if others and not sent & own:
+        return ApiError("wrong_inputs", f"the served model does not take {', '.join(others)}; {detail}")
+    return ApiError("missing_field", detail)
+
+
+def _json_images(document: dict[str, Any], field: str, many: bool) -> list[bytes]:
+    value = document.get(field)
     if value is None:
         return []
     if many != isinstance(value, list):
