@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 import requests
 from browser import chromium
-from conftest import REPO
-from ray import serve
+from change_setup import brief_config, serve_champion
 
-from lensops.config import LensopsConfig, load_config
+from lensops.config import LensopsConfig
 from lensops.data import samples
 from lensops.data.catalog import Catalog, build_catalog
 from lensops.model import masks
 from lensops.model.tasks import get_task
-from lensops.runtime import free_port
-from lensops.serving.app import run_local
 from lensops.tracking import registry, runs
 from lensops.training.fit import TrainOutcome, fit
 
@@ -37,18 +34,9 @@ def change_cfg(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Len
     samples.write_change(data, scenes=SCENES, tile=TILE, seed=0)
     samples.add_bad_pairs(data)
     work = tmp_path_factory.mktemp("change-work")
-    overrides = [
-        f"data.source={data / samples.MANIFEST}",
-        f"data.work_dir={work}",
-        f"tracking.tracking_uri={mlflow_uri}",
-        "tracking.experiment=test-change",
-        "tracking.registered_model=test-change",
-        f"preprocess.image_size={TILE}",
-        "data.split={train: 0.5, val: 0.25, test: 0.25}",  # whole scenes: a few per split
-        "train.epochs=1",
-        "train.warmup_epochs=0",
-    ]
-    return load_config(REPO / "configs" / "change.yaml", overrides)
+    return brief_config(
+        "change.yaml", data / samples.MANIFEST, work, mlflow_uri, "test-change", f"preprocess.image_size={TILE}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +95,7 @@ def test_the_registered_version_answers_a_pair_with_a_mask_of_the_tile_size(
 
 @pytest.fixture(scope="module")
 def change_service(change_cfg: LensopsConfig, change_run: TrainOutcome, mlflow_uri: str) -> Iterator[str]:
-    registry.set_alias(mlflow_uri, change_run.model_name, registry.CHAMPION, change_run.version)
-    cfg = change_cfg.model_copy(deep=True)
-    cfg.serve.max_replicas = cfg.serve.ingress_max_replicas = 1
-    yield run_local(cfg, port=free_port())
-    serve.shutdown()
+    yield from serve_champion(change_cfg, change_run, mlflow_uri)
 
 
 def _tile(change_cfg: LensopsConfig, folder: str) -> dict[str, bytes]:

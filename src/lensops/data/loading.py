@@ -21,7 +21,7 @@ from lensops.data.catalog import Catalog
 from lensops.data.reading import map_rows
 from lensops.data.splits import SPLITS
 from lensops.data.validation import DataValidationError
-from lensops.model.preprocess import PreprocessSpec, augmentation, mask_to_uint8, to_uint8
+from lensops.model.preprocess import BandStats, PreprocessSpec, augmentation, band_stats, mask_to_uint8, to_uint8
 from lensops.model.tasks import Task
 
 
@@ -55,6 +55,23 @@ def _load_batch(
     if mask:
         targets = np.stack([mask_to_uint8(read(p), spec) for p in targets])
     return {**loaded, "target": targets}
+
+
+BAND_STATS_EXAMPLES = 64
+"""Training examples whose rasters the band statistics are computed from (an even sample)."""
+
+
+def training_band_stats(catalog: Catalog, task: Task, bands: list[str]) -> BandStats:
+    """The band statistics (:func:`lensops.model.preprocess.band_stats`) of the inputs of up to
+    :data:`BAND_STATS_EXAMPLES` training examples: the ranges and normalisation saved in the spec."""
+    from lensops.data import rasters  # rasterio, only where rasters are read
+
+    fs, _ = storage.resolve(catalog.source)
+    train = catalog.split("train")
+    sample = train.iloc[:: max(1, len(train) // BAND_STATS_EXAMPLES)]
+    uris = [uri for name in task.inputs for uri in sample[source_column(name)]]
+    read = (rasters.read_bytes(storage.read_bytes(fs, storage.fs_path(uri)), bands, uri) for uri in uris)
+    return band_stats((raster.data, rasters.valid_mask(raster)) for raster in read)
 
 
 def augmented(ds: ray.data.Dataset, task: Task, cfg: AugmentConfig) -> ray.data.Dataset:

@@ -9,23 +9,25 @@ touch, so splits go by group (:mod:`lensops.data.splits`): a scene is never in t
 Inspection reads the files of every example together and keeps or skips the example as one:
 each image must pass the image rules (:func:`lensops.data.images.check_image`), the images and
 the mask must have the same size, the two images the same bands, and the mask only the values
-0 and 1 (or 0 and 255). The example's ``label`` says whether its mask marks any change.
+0 and 1 (or 0 and 255). The example's ``label`` says whether its mask marks any change. A TIFF
+that Pillow cannot decode (a multi-band GeoTIFF of reflectances) is read with rasterio, when
+the ``geo`` extra is installed, under the same rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
-from PIL import Image
 
 from lensops.config import DataConfig
-from lensops.data import storage
-from lensops.data.images import Issue, load_image
+from lensops.data import rasters, storage
+from lensops.data.images import ImageCheck, Issue, load_image
 from lensops.data.reading import map_rows, read_file
 from lensops.data.sources import beside_manifest
 from lensops.data.splits import GROUP
@@ -98,32 +100,31 @@ def _inspect_batch(
     return pd.concat([batch.reset_index(drop=True), pd.DataFrame(results)], axis=1)
 
 
+@dataclass(frozen=True)
+class _Picture:
+    """What inspection needs of one file: its size, its bands and its pixels."""
+
+    size: tuple[int, int]
+    """(width, height)."""
+    bands: str
+    pixels: np.ndarray
+    """As decoded: (H, W) for a mask, the image's own layout otherwise."""
+
+
 def inspect_example(fs: pafs.FileSystem, row: dict, names: tuple[str, ...], min_side: int, max_pixels: int) -> dict:
     """One example's inspection result; the first problem found is its issue."""
     digest = hashlib.sha256()
-    images: dict[str, Image.Image] = {}
-    try:
-        for name in names:
-            problem = _read_into(fs, row[name], name, digest, images, min_side, max_pixels)
-            if problem:
-                return _skipped(*problem)
-        issue = _mismatch(images, names)
-        if issue:
-            return _skipped(*issue)
-        mask = np.asarray(images[names[-1]])
-        width, height = images[names[0]].size
-        label = CLASSES[int(mask.any())]
-        return {
-            "label": label,
-            "sha256": digest.hexdigest(),
-            "width": width,
-            "height": height,
-            "issue": None,
-            "detail": "",
-        }
-    finally:
-        for image in images.values():
-            image.close()
+    pictures: dict[str, _Picture] = {}
+    for name in names:
+        problem = _read_into(fs, row[name], name, digest, pictures, min_side, max_pixels)
+        if problem:
+            return _skipped(*problem)
+    issue = _mismatch(pictures, names)
+    if issue:
+        return _skipped(*issue)
+    width, height = pictures[names[0]].size
+    label = CLASSES[int(pictures[names[-1]].pixels.any())]
+    return {"label": label, "sha256": digest.hexdigest(), "width": width, "height": height, "issue": None, "detail": ""}
 
 
 def _read_into(
@@ -131,36 +132,51 @@ def _read_into(
     uri: str,
     name: str,
     digest: hashlib._Hash,
-    images: dict[str, Image.Image],
+    pictures: dict[str, _Picture],
     min_side: int,
     max_pixels: int,
 ) -> tuple[Issue, str] | None:
-    """Read and check one file of an example into ``images``; (issue, detail) when it fails."""
+    """Read and check one file of an example into ``pictures``; (issue, detail) when it fails."""
     if not uri:
         return Issue.MISSING_FILE, f"no {name} file"
     data, error = read_file(fs, uri)
     if data is None:
         return Issue.UNREADABLE, f"{name}: {error}"
-    check, image = load_image(data, min_side, max_pixels)
-    if image is None:
+    check, picture = _picture(data, min_side, max_pixels)
+    if picture is None:
         return check.issue or Issue.UNREADABLE, f"{name}: {check.detail}"
     digest.update(hashlib.sha256(data).digest())
-    images[name] = image
+    pictures[name] = picture
     return None
 
 
-def _mismatch(images: dict[str, Image.Image], names: tuple[str, ...]) -> tuple[Issue, str] | None:
+def _picture(data: bytes, min_side: int, max_pixels: int) -> tuple[ImageCheck, _Picture | None]:
+    """The file as Pillow decodes it, or as rasterio does a TIFF that Pillow cannot."""
+    check, image = load_image(data, min_side, max_pixels)
+    if image is not None:
+        with image:
+            return check, _Picture(image.size, "".join(image.getbands()), np.asarray(image))
+    if check.issue is Issue.NOT_IMAGE and rasters.is_tiff(data) and rasters.available():
+        check, raster = rasters.check_raster(data, min_side, max_pixels)
+        if raster is not None:
+            bands = f"{raster.data.shape[0]} bands of {raster.data.dtype}"
+            pixels = raster.data[0] if raster.data.shape[0] == 1 else raster.data
+            return check, _Picture((raster.shape[1], raster.shape[0]), bands, pixels)
+    return check, None
+
+
+def _mismatch(pictures: dict[str, _Picture], names: tuple[str, ...]) -> tuple[Issue, str] | None:
     """Why the files of one example do not fit together, if they do not."""
     *inputs, mask_name = names
-    sizes = {name: images[name].size for name in names}
+    sizes = {name: pictures[name].size for name in names}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
         return Issue.MISMATCHED, f"sizes differ: {listed}"
-    bands = {name: images[name].getbands() for name in inputs}
+    bands = {name: pictures[name].bands for name in inputs}
     if len(set(bands.values())) > 1:
-        listed = ", ".join(f"{name} {''.join(b)}" for name, b in bands.items())
+        listed = ", ".join(f"{name} {b}" for name, b in bands.items())
         return Issue.MISMATCHED, f"bands differ: {listed}"
-    values = set(np.unique(np.asarray(images[mask_name])).tolist())
+    values = set(np.unique(pictures[mask_name].pixels).tolist())
     if not any(values <= allowed for allowed in MASK_VALUES):
         shown = ", ".join(str(v) for v in sorted(values)[:6])
         return Issue.BAD_MASK, f"{mask_name} is not binary: values {shown}"

@@ -8,6 +8,7 @@ rasterio is imported inside the functions, so lensops imports without it.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lensops.data.images import ImageCheck, Issue
+
 if TYPE_CHECKING:
     from affine import Affine
     from rasterio.crs import CRS
+    from rasterio.io import DatasetReader, DatasetWriter
 
 BLOCK = 256
 """Tile side of the GeoTIFFs written; rasters smaller than this on a side are written in strips."""
@@ -76,16 +80,58 @@ def read_raster(path: Path | str, bands: str | Sequence[int | str] | None = None
     rasterio = _rasterio()
     try:
         with rasterio.open(path) as source:
-            indexes = band_indexes(source.descriptions, bands, path)
-            return Raster(
-                data=source.read(indexes),
-                crs=source.crs,
-                transform=source.transform,
-                nodata=source.nodata,
-                descriptions=tuple(source.descriptions[i - 1] for i in indexes),
-            )
+            return _read(source, bands, path)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterError(f"{path}: {exc}") from None
+
+
+def read_bytes(data: bytes, bands: str | Sequence[int | str] | None = None, name: str = "raster") -> Raster:
+    """:func:`read_raster` of a file's bytes (an upload, a file read from S3)."""
+    rasterio = _rasterio()
+    try:
+        with rasterio.MemoryFile(data) as memory, memory.open() as source:
+            return _read(source, bands, name)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterError(f"{name}: not a raster: {exc}") from None
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+def is_tiff(data: bytes) -> bool:
+    return data[:4] in TIFF_MAGIC
+
+
+def check_raster(
+    data: bytes, min_side: int, max_pixels: int, bands: str | Sequence[int | str] | None = None
+) -> tuple[ImageCheck, Raster | None]:
+    """A raster file's verdict by the image rules (its size, checked before its pixels are
+    read), and the raster with ``bands`` when it passes: the multi-band twin of
+    :func:`lensops.data.images.load_image`."""
+    rasterio = _rasterio()
+    try:
+        with rasterio.MemoryFile(data) as memory, memory.open() as source:
+            check = ImageCheck(width=source.width, height=source.height, format=source.driver)
+            if source.width * source.height > max_pixels:
+                detail = f"{source.width}x{source.height} exceeds {max_pixels} pixels"
+                return check.model_copy(update={"issue": Issue.TOO_LARGE, "detail": detail}), None
+            if min(source.width, source.height) < min_side:
+                detail = f"{source.width}x{source.height} is under {min_side} px on a side"
+                return check.model_copy(update={"issue": Issue.TOO_SMALL, "detail": detail}), None
+            return check, _read(source, bands, "raster")
+    except (rasterio.errors.RasterioIOError, RasterError) as exc:
+        return ImageCheck(format="GTiff", issue=Issue.UNREADABLE, detail=str(exc)[:200]), None
+
+
+def _read(source: DatasetReader, bands: str | Sequence[int | str] | None, name: Path | str) -> Raster:
+    indexes = band_indexes(source.descriptions, bands, name)
+    return Raster(
+        data=source.read(indexes),
+        crs=source.crs,
+        transform=source.transform,
+        nodata=source.nodata,
+        descriptions=tuple(source.descriptions[i - 1] for i in indexes),
+    )
 
 
 def band_indexes(
@@ -117,7 +163,21 @@ def valid_mask(raster: Raster) -> np.ndarray:
 def write_raster(path: Path, raster: Raster) -> Path:
     """Write ``raster`` as a deflate-compressed GeoTIFF (tiled when both sides reach
     :data:`BLOCK`), with its CRS, transform, nodata and band descriptions."""
-    rasterio = _rasterio()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _rasterio().open(path, "w", **_profile(raster)) as sink:
+        _write(sink, raster)
+    return path
+
+
+def to_bytes(raster: Raster) -> bytes:
+    """:func:`write_raster` into memory: the GeoTIFF file's bytes."""
+    with _rasterio().MemoryFile() as memory:
+        with memory.open(**_profile(raster)) as sink:
+            _write(sink, raster)
+        return memory.read()
+
+
+def _profile(raster: Raster) -> dict[str, object]:
     bands, height, width = raster.data.shape
     profile = {
         "driver": "GTiff",
@@ -132,13 +192,42 @@ def write_raster(path: Path, raster: Raster) -> Path:
     }
     if min(height, width) >= BLOCK:
         profile |= {"tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **profile) as sink:
-        sink.write(raster.data)
-        for index, description in enumerate(raster.descriptions, 1):
-            if description:
-                sink.set_band_description(index, description)
-    return path
+    return profile
+
+
+def _write(sink: DatasetWriter, raster: Raster) -> None:
+    sink.write(raster.data)
+    for index, description in enumerate(raster.descriptions, 1):
+        if description:
+            sink.set_band_description(index, description)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a raster lies on the map: its CRS, transform and size in pixels."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+
+def place_of(data: bytes) -> Place | None:
+    """The georeference of a file's bytes (read from its header); None when it is no raster
+    rasterio reads or carries no CRS."""
+    if not (is_tiff(data) and available()):
+        return None
+    rasterio = _rasterio()
+    try:
+        with rasterio.MemoryFile(data) as memory, memory.open() as source:
+            return Place(source.crs, source.transform, source.width, source.height) if source.crs else None
+    except rasterio.errors.RasterioIOError:
+        return None
+
+
+def available() -> bool:
+    """Whether rasterio (the ``geo`` extra) is installed."""
+    return importlib.util.find_spec("rasterio") is not None
 
 
 def _rasterio() -> ModuleType:

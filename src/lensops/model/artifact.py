@@ -28,8 +28,8 @@ SPEC = "spec.json"
 class ChannelStats(BaseModel):
     """Per-channel mean and std of training images, in 0..1 intensity units."""
 
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     pixels: int
 
 

@@ -71,7 +71,9 @@ def _backbone(cfg: ModelConfig, pretrained: bool) -> nn.Module:
     if is_timm(cfg.architecture):
         import timm
 
-        return timm.create_model(timm_name(cfg.architecture), pretrained=pretrained)
+        return timm.create_model(timm_name(cfg.architecture), pretrained=pretrained, in_chans=cfg.in_channels)
+    if cfg.in_channels != 3:
+        raise ValueError(f"model.in_channels={cfg.in_channels} needs a timm:<name> architecture: {cfg.architecture}")
     if cfg.architecture not in TORCHVISION_BACKBONES:
         raise ValueError(
             f"unknown architecture '{cfg.architecture}': use one of {', '.join(TORCHVISION_BACKBONES)} or timm:<name>"
@@ -89,7 +91,7 @@ def _load_backbone_weights(backbone: nn.Module, cfg: ModelConfig) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"model.weights='{cfg.weights}' is neither none, imagenet, {OFFLINE_LITE0} nor a file")
     state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
-    backbone.load_state_dict(state)
+    backbone.load_state_dict(_fitted_stem(state, backbone.state_dict()))
 
 
 def _load_offline_lite0(backbone: nn.Module, architecture: str) -> None:
@@ -102,12 +104,25 @@ def _load_offline_lite0(backbone: nn.Module, architecture: str) -> None:
     target = backbone.state_dict()
     if len(source) != len(target):
         raise ValueError(f"{OFFLINE_LITE0}: {len(source)} tensors for {len(target)} parameters")
-    mapped = {}
-    for (name, tensor), (src_name, src) in zip(target.items(), source.items(), strict=True):
-        if tensor.shape != src.shape:
-            raise ValueError(f"{OFFLINE_LITE0}: {src_name} {tuple(src.shape)} != {name} {tuple(tensor.shape)}")
-        mapped[name] = src
+    mapped = _fitted_stem(dict(zip(target, source.values(), strict=True)), target)
+    for (name, tensor), src_name in zip(target.items(), source, strict=True):
+        if tensor.shape != mapped[name].shape:
+            shapes = f"{tuple(mapped[name].shape)} != {name} {tuple(tensor.shape)}"
+            raise ValueError(f"{OFFLINE_LITE0}: {src_name} {shapes}")
     backbone.load_state_dict(mapped)
+
+
+def _fitted_stem(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with its first convolution's RGB kernels fitted to the target's input channels
+    (timm's rule: repeated over the bands and scaled by 3/bands, so the first activations keep
+    their scale); unchanged for a 3-channel target."""
+    from timm.models import adapt_input_conv
+
+    first = next(name for name, tensor in target.items() if tensor.ndim == 4)
+    channels = target[first].shape[1]
+    if state[first].shape[1] == channels:
+        return state
+    return {**state, first: adapt_input_conv(channels, state[first])}
 
 
 def _with_head(backbone: nn.Module, cfg: ModelConfig, head: HeadFactory) -> nn.Module:

@@ -4,6 +4,9 @@ The pipeline is split where the data crosses a process boundary:
 
 * ``decode`` + ``geometry``: bytes -> RGB -> resize -> centre crop -> uint8 CHW. Runs on CPU
   (Ray Data workers, the Serve preprocessor); uint8 is 4x smaller than float32 on the wire.
+  A multi-band raster (``bands`` set) is read with rasterio instead, and each band mapped to
+  0..255 by its range on the training split (``band_ranges``), so everything after the decode
+  is the same for any number of channels.
 * ``augment``: random train-time transforms on uint8 CHW, CPU, train split only.
 * ``normalizer``: uint8 -> float -> (x - mean) / std. Runs where the model runs (GPU if any),
   inside the one forward path (:mod:`lensops.model.forward`).
@@ -12,6 +15,8 @@ The pipeline is split where the data crosses a process boundary:
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,23 +36,82 @@ class PreprocessSpec(BaseModel):
 
     image_size: int
     resize_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    bands: tuple[str, ...] | None = None
+    """Raster bands read from each input (None: 8-bit images, read as RGB)."""
+    band_ranges: tuple[tuple[float, float], ...] | None = None
+    """Per band, the values mapped to 0 and 255: the training split's 1st and 99th percentiles."""
+
+    @property
+    def channels(self) -> int:
+        return len(self.bands) if self.bands else 3
 
     @classmethod
     def resolve(
         cls,
         cfg: PreprocessConfig,
-        default_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        default_std: tuple[float, float, float] = IMAGENET_STD,
+        default_mean: tuple[float, ...] = IMAGENET_MEAN,
+        default_std: tuple[float, ...] = IMAGENET_STD,
+        band_stats: BandStats | None = None,
     ) -> PreprocessSpec:
-        """Fill unset values: normalisation from the backbone, resize size from the crop size."""
+        """Fill unset values: normalisation from the backbone (for rasters, from the training
+        split's ``band_stats``), resize size from the crop size."""
+        if cfg.bands and band_stats is None:
+            raise ValueError("preprocess.bands needs the band statistics of the training split")
         return cls(
             image_size=cfg.image_size,
             resize_size=cfg.resize_size or cfg.image_size,
-            mean=cfg.mean or default_mean,
-            std=cfg.std or default_std,
+            mean=cfg.mean or (band_stats.mean if band_stats else default_mean),
+            std=cfg.std or (band_stats.std if band_stats else default_std),
+            bands=tuple(cfg.bands) if cfg.bands else None,
+            band_ranges=band_stats.ranges if band_stats else None,
         )
+
+
+@dataclass(frozen=True)
+class BandStats:
+    ranges: tuple[tuple[float, float], ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+RANGE_PERCENTILES = (1.0, 99.0)
+"""A band's range, robust to a few hot or dead pixels."""
+PIXELS_PER_RASTER = 16384
+"""Valid pixels each raster contributes to the statistics, at most (an even sample)."""
+
+
+def band_stats(rasters: Iterable[tuple[np.ndarray, np.ndarray]]) -> BandStats:
+    """Statistics of rasters, each a (bands, H, W) array with its (H, W) valid-pixel mask (the
+    training split's inputs): each band's range (:data:`RANGE_PERCENTILES` of its valid pixels),
+    and the mean and std of the band once mapped to 0..1 by it, for normalisation."""
+    samples = []
+    for array, valid in rasters:
+        pixels = array[:, valid]
+        samples.append(pixels[:, :: max(1, pixels.shape[1] // PIXELS_PER_RASTER)])
+    pixels = np.concatenate(samples, axis=1).astype(np.float64)
+    if pixels.shape[1] == 0:
+        raise ValueError("no valid pixel in the training rasters: every one is nodata")
+    low, high = np.percentile(pixels, RANGE_PERCENTILES, axis=1)
+    high = np.maximum(high, low + 1e-6)
+    scaled = np.clip((pixels - low[:, None]) / (high - low)[:, None], 0, 1)
+    ranges = tuple((float(lo), float(hi)) for lo, hi in zip(low, high, strict=True))
+    return BandStats(ranges, tuple(scaled.mean(1).tolist()), tuple(np.maximum(scaled.std(1), 1e-3).tolist()))
+
+
+def bands_to_uint8(array: np.ndarray, valid: np.ndarray, ranges: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """(bands, H, W) values -> uint8, each band's range onto 0..255; invalid pixels are 0."""
+    low, high = (np.asarray(side, np.float32)[:, None, None] for side in zip(*ranges, strict=True))
+    scaled = np.clip((array.astype(np.float32) - low) / (high - low) * 255, 0, 255)
+    return np.where(valid, scaled, 0).round().astype(np.uint8)
+
+
+def raster_to_uint8(array: np.ndarray, valid: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A raster's (bands, H, W) values and valid mask -> the model's uint8 input, by ``spec``'s
+    band ranges and geometry."""
+    pixels = bands_to_uint8(array, valid, spec.band_ranges)
+    return geometry(spec)(tv_tensors.Image(torch.from_numpy(pixels))).numpy()
 
 
 def decode(data: bytes) -> Image.Image:
@@ -75,13 +139,30 @@ def geometry(spec: PreprocessSpec) -> v2.Compose:
     )
 
 
+def model_view(width: int, height: int, spec: PreprocessSpec) -> tuple[float, float, float, float]:
+    """Where the model's input lies on an upload of ``width`` x ``height`` px, as
+    :func:`geometry` cuts it: (left, top) of its first pixel and the upload pixels per input
+    pixel along x and y (torchvision's rounding of Resize and CenterCrop)."""
+    short, long = sorted((width, height))
+    resized_long = int(spec.resize_size * long / short)
+    resized = (spec.resize_size, resized_long) if width <= height else (resized_long, spec.resize_size)
+    left, top = (round((side - spec.image_size) / 2.0) for side in resized)
+    per_x, per_y = width / resized[0], height / resized[1]
+    return left * per_x, top * per_y, per_x, per_y
+
+
 def normalizer(spec: PreprocessSpec) -> v2.Compose:
-    """uint8 tensor (..., 3, H, W) -> normalised float32 on the tensor's own device."""
+    """uint8 tensor (..., channels, H, W) -> normalised float32 on the tensor's own device."""
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)])
 
 
 def to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
-    """Raw bytes -> uint8 array (3, H, W): what crosses from the CPU stage to the model."""
+    """Raw bytes -> uint8 array (channels, H, W): what crosses from the CPU stage to the model."""
+    if spec.bands:
+        from lensops.data import rasters  # rasterio, only where rasters are read
+
+        raster = rasters.read_bytes(data, spec.bands)
+        return raster_to_uint8(raster.data, rasters.valid_mask(raster), spec)
     return geometry(spec)(decode(data)).numpy()
 
 

@@ -79,7 +79,8 @@ def encoder(cfg: ModelConfig, load_weights: bool) -> nn.Module:
 
     if not backbones.is_timm(cfg.architecture):
         raise ValueError(f"a Siamese U-Net needs a timm:<name> encoder, not '{cfg.architecture}'")
-    features = timm.create_model(backbones.timm_name(cfg.architecture), features_only=True, pretrained=False)
+    name = backbones.timm_name(cfg.architecture)
+    features = timm.create_model(name, features_only=True, pretrained=False, in_chans=cfg.in_channels)
     if load_weights and cfg.weights != "none":
         classifier = backbones.build_model(cfg.model_copy(update={"freeze_backbone": False}), nn.Identity)
         missing = features.load_state_dict(classifier.state_dict(), strict=False).missing_keys

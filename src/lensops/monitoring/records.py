@@ -119,7 +119,7 @@ def service_record(
 
 
 def input_facts(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (0..1 units) of each uint8 model input (N, 3, H, W)."""
+    """Per-channel mean and std (0..1 units) of each uint8 model input (N, C, H, W)."""
     scaled = images.astype(np.float32) / 255.0
     return scaled.mean(axis=(2, 3)), scaled.std(axis=(2, 3))
 

@@ -12,7 +12,7 @@ in the OpenAPI schema.
 import asyncio
 import random
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -28,6 +28,7 @@ from lensops.serving.access import Access, check_reload_token, load_api_keys
 from lensops.serving.answering import Answerer, require_one_image
 from lensops.serving.errors import ApiError
 from lensops.serving.feedback import FeedbackDesk
+from lensops.serving.geotiff import answer_geotiff, require_image_answer
 from lensops.serving.inputs import SINGLE_IMAGE, InputLimits, read_example, read_feedback, read_images
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Router
@@ -48,6 +49,14 @@ RELOAD_TOKEN = Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBeare
 """Declares the reload token in the schema; the route checks it (for its own 401 and 403 bodies)."""
 EXPLAIN_TARGET = Annotated[
     str | None, Query(description="The class to explain (a name from /classes); default: the predicted one.")
+]
+ANSWER_FORMAT = Annotated[
+    Literal["json", "geotiff"],
+    Query(
+        alias="format",
+        description="`geotiff`: the answer's image (a change mask) as a GeoTIFF on the map grid of the "
+        "(last) upload, which must be a georeferenced GeoTIFF; default: the JSON answer.",
+    ),
 ]
 REQUEST_ID = "x-request-id"
 """Set by Serve's HTTP front (HAProxy or its proxy) when the client sends none."""
@@ -129,16 +138,28 @@ class Ingress:
         summary="Predict one image (multipart field `file` or JSON {'image': base64}), or a pair "
         "(fields or JSON keys `before` and `after`) for a change-detection model",
         **contract.route_docs(
-            contract.PredictAnswers, contract.PREDICT_ERRORS, contract.PREDICT_BODY, contract.REQUEST_ID
+            contract.PredictAnswers,
+            contract.PREDICT_ERRORS,
+            contract.PREDICT_BODY,
+            contract.REQUEST_ID,
+            contract.GEOTIFF_ANSWER,
         ),
     )
-    async def predict(self, request: Request) -> JSONResponse:
+    async def predict(self, request: Request, answer_format: ANSWER_FORMAT = "json") -> Response:
         try:
             with self._admitted(request):
                 route = self.router.route()
-                uploads = await read_example(request, self.limits, route.answer.spec.task.inputs)
+                spec = route.answer.spec
+                if answer_format == "geotiff":
+                    require_image_answer(spec)
+                uploads = await read_example(request, self.limits, spec.task.inputs)
                 request_id = request.headers.get(REQUEST_ID, "")
                 answer = await self.answerer.answer(uploads, route, request_id if self._sampled() else None)
+                if answer_format == "geotiff":
+                    tiff = answer_geotiff(answer, spec, uploads[spec.task.inputs[-1]])
+                    return Response(
+                        tiff, media_type="image/tiff", headers={"X-Model-Version": answer["model"]["version"]}
+                    )
         except ApiError as exc:
             return self._reject(exc)
         return JSONResponse({**answer, "request_id": request_id})

@@ -229,7 +229,8 @@ MEANING = {
     413: "The request, an image or the number of images is over its limit.",
     415: "Not an image, or a format or content type the service does not take.",
     422: "An image that cannot be decoded (truncated, corrupt, too small), images of one example that differ in "
-    "size, the images of another kind of model (a pair to a classifier), or a label the model does not know.",
+    "size, the images of another kind of model (a pair to a classifier), a GeoTIFF answer asked of a model or an "
+    "upload that has none, or a label the model does not know.",
     429: "Over the rate limit.",
     502: "The new version cannot be loaded.",
     503: "No model loaded yet, the registry or the prediction log unreachable, or the service overloaded.",
@@ -238,11 +239,17 @@ MEANING = {
 
 
 def route_docs(
-    answer: type[BaseModel], statuses: set[int], body: dict | None = None, headers: dict | None = None
+    answer: type[BaseModel],
+    statuses: set[int],
+    body: dict | None = None,
+    headers: dict | None = None,
+    other_answers: dict | None = None,
 ) -> dict[str, Any]:
-    """FastAPI route arguments documenting ``answer`` (200, with ``headers``), the error
-    ``statuses`` and the request ``body``."""
+    """FastAPI route arguments documenting ``answer`` (200, with ``headers``; and answers of
+    ``other_answers`` media types), the error ``statuses`` and the request ``body``."""
     responses: dict[int, dict[str, Any]] = {200: {"model": answer, "headers": headers or {}}}
+    if other_answers:
+        responses[200]["content"] = other_answers
     for status in sorted(statuses):
         responses[status] = {"model": ErrorBody, "description": MEANING[status]}
         if status in (429, 503):
@@ -251,6 +258,8 @@ def route_docs(
     return {"responses": responses, "openapi_extra": extra}
 
 
+GEOTIFF_ANSWER = {"image/tiff": {"schema": UPLOAD}}
+"""``?format=geotiff``: the answer's image as a GeoTIFF file."""
 PREDICT_ERRORS = {400, 401, 413, 415, 422, 429, 503, 504}
 FEEDBACK_ERRORS = {400, 401, 404, 413, 415, 422, 429, 503}
 FEEDBACK_BODY = {

@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from lensops.config import ServeConfig
-from lensops.data.images import load_served_image
-from lensops.model.preprocess import PreprocessSpec, image_to_uint8
+from lensops.data import rasters
+from lensops.data.images import Issue, load_served_image
+from lensops.model.preprocess import PreprocessSpec, image_to_uint8, raster_to_uint8
 from lensops.monitoring import records
 from lensops.serving.contract import INPUT_FIELDS, FeedbackBody, LabelFeedback, ValueFeedback
 from lensops.serving.errors import ApiError
@@ -227,11 +228,25 @@ def examine(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> Prepared:
     """:func:`prepare`, with the facts the prediction log keeps about the upload."""
     if len(data) > limits.max_bytes:
         raise ApiError("request_too_large", f"image has {len(data)} bytes; the limit is {limits.max_bytes}")
+    if spec.bands:
+        return _examine_raster(data, spec, limits)
     check, image = load_served_image(data, limits.min_side, limits.max_side, limits.max_pixels)
     if image is None:
         raise ApiError(check.issue.value, check.detail)
     with image:
         pixels = image_to_uint8(image, spec)
+    return Prepared(pixels, records.input_columns(data, check, pixels))
+
+
+def _examine_raster(data: bytes, spec: PreprocessSpec, limits: InputLimits) -> Prepared:
+    """:func:`examine` of a raster for a model of ``spec.bands`` (a multi-band GeoTIFF)."""
+    check, raster = rasters.check_raster(data, limits.min_side, limits.max_pixels, spec.bands)
+    if raster is not None and max(raster.shape) > limits.max_side:
+        detail = f"{check.width}x{check.height} exceeds {limits.max_side} px on a side"
+        check, raster = check.model_copy(update={"issue": Issue.TOO_LARGE, "detail": detail}), None
+    if raster is None:
+        raise ApiError(check.issue.value, check.detail)
+    pixels = raster_to_uint8(raster.data, rasters.valid_mask(raster), spec)
     return Prepared(pixels, records.input_columns(data, check, pixels))
 
 

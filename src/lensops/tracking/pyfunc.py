@@ -28,7 +28,7 @@ from PIL import Image
 
 from lensops.model.artifact import SPEC, WEIGHTS, ModelSpec
 from lensops.model.forward import Forward
-from lensops.model.preprocess import to_uint8
+from lensops.model.preprocess import PreprocessSpec, to_uint8
 
 CODE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -51,10 +51,29 @@ def _columns(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def example_frame(spec: ModelSpec, image: np.ndarray) -> pd.DataFrame:
-    """An input example: a (3, H, W) uint8 image as PNG bytes in every input column."""
+    """An input example: a (C, H, W) uint8 model input encoded as the model's uploads are, in
+    every input column: a PNG, or for a model of raster bands a GeoTIFF whose values the band
+    ranges map back onto ``image``."""
+    data = _geotiff(image, spec.preprocess) if spec.preprocess.bands else _png(image)
+    return pd.DataFrame({name: [data] for name in spec.task.inputs})
+
+
+def _png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(buffer, format="PNG")
-    return pd.DataFrame({name: [buffer.getvalue()] for name in spec.task.inputs})
+    return buffer.getvalue()
+
+
+def _geotiff(image: np.ndarray, preprocess: PreprocessSpec) -> bytes:
+    """``image`` as band values (named by the spec's bands, in its order) of an ungeoreferenced GeoTIFF."""
+    from affine import Affine
+
+    from lensops.data import rasters
+
+    low, high = (np.asarray(side, np.float32)[:, None, None] for side in zip(*preprocess.band_ranges, strict=True))
+    values = low + image.astype(np.float32) / 255 * (high - low)
+    names = tuple(None if band.isdigit() else band for band in preprocess.bands)
+    return rasters.to_bytes(rasters.Raster(values, None, Affine.identity(), descriptions=names))
 
 
 def write(directory: Path, forward: Forward, spec: ModelSpec, example: pd.DataFrame) -> None:
@@ -69,7 +88,7 @@ def write(directory: Path, forward: Forward, spec: ModelSpec, example: pd.DataFr
             code_paths=[_package_copy(Path(tmp))],
             signature=signature,
             input_example=example,
-            pip_requirements=requirements(),
+            pip_requirements=requirements(spec),
         )
         shutil.rmtree(saved / "artifacts")  # the copies: point the flavor at the originals
         mlmodel = Model.load(saved)
@@ -81,8 +100,10 @@ def write(directory: Path, forward: Forward, spec: ModelSpec, example: pd.DataFr
             shutil.move(entry, directory / entry.name)
 
 
-def requirements() -> list[str]:
-    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in REQUIREMENTS]
+def requirements(spec: ModelSpec) -> list[str]:
+    """Pinned :data:`REQUIREMENTS`, and rasterio for a model that reads raster bands."""
+    names = (*REQUIREMENTS, *(("rasterio",) if spec.preprocess.bands else ()))
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in names]
 
 
 def _package_copy(tmp: Path) -> str:

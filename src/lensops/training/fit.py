@@ -22,7 +22,7 @@ from torch import nn
 from lensops import logs
 from lensops.config import LensopsConfig, Runtime
 from lensops.data.catalog import Catalog, build_catalog
-from lensops.data.loading import augmented, split_datasets
+from lensops.data.loading import augmented, split_datasets, training_band_stats
 from lensops.model import artifact, onnx_forward
 from lensops.model.artifact import ChannelStats, ModelSpec
 from lensops.model.backbones import pretrained_normalization
@@ -189,11 +189,13 @@ def _profile(cfg: LensopsConfig, prepared: Prepared, model: nn.Module) -> _Refer
 
 def _spec(cfg: LensopsConfig, catalog: Catalog, commit: str) -> ModelSpec:
     mean, std = pretrained_normalization(cfg.model)
+    bands = cfg.preprocess.bands
+    stats = training_band_stats(catalog, get_task(cfg.model.task), bands) if bands else None
     return ModelSpec(
         model=cfg.model,
         classes=catalog.classes,
         target_column=cfg.data.target_column,
-        preprocess=PreprocessSpec.resolve(cfg.preprocess, mean, std),
+        preprocess=PreprocessSpec.resolve(cfg.preprocess, mean, std, stats),
         dataset_version=catalog.version,
         data_source=catalog.source,
         data_licence=catalog.report.licence,

@@ -62,6 +62,9 @@ class Task(ABC):
     live_metric: ClassVar[str | None] = None
     """A metric of :meth:`metrics` that is a mean over examples, which the service keeps from
     ground-truth feedback one example at a time; None: the task takes no feedback."""
+    answer_image: ClassVar[str | None] = None
+    """An answer field that is a PNG over the model's input (a mask), which the service can
+    answer as a GeoTIFF on the upload's map grid; None: the answers hold no image."""
     answer_fields: ClassVar[type[BaseModel] | None] = None
     """The fields :meth:`answers` adds to ``prediction`` and ``confidence``, as a model: the
     service's typed contract declares them (None: none beyond class probabilities)."""

@@ -61,6 +61,7 @@ class ChangeDetection(Task):
     epoch_metrics = ("iou", "f1")
     promotion_metric = "iou"
     figure_examples = 64
+    answer_image = "mask"
     answer_fields = ChangeAnswer
 
     def check_config(self, cfg: LensopsConfig) -> None:

@@ -40,9 +40,10 @@ def residual_figure(targets: np.ndarray, predictions: np.ndarray) -> Figure:
 
 
 def change_figure(before: np.ndarray, after: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> Figure:
-    """One row per tile: the two dates (uint8, (N, 3, H, W)), the true mask and the predicted
-    mask (boolean, (N, H, W)), each mask drawn in red over the after image."""
-    rows = len(before)
+    """One row per tile: the two dates (uint8, (N, C, H, W); the first three channels shown as
+    RGB, which for bands ``B4, B3, B2, B8`` is true colour), the true mask and the predicted mask
+    (boolean, (N, H, W)), each mask drawn in red over the after image."""
+    before, after, rows = before[:, :3], after[:, :3], len(before)
     fig = Figure(figsize=(8, 2.1 * rows))
     axes = fig.subplots(rows, 4, squeeze=False)
     for row, images in enumerate(zip(before, after, truth, predicted, strict=True)):
