@@ -35,7 +35,7 @@ SCENES = 8
 def tiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rasters, out = tmp_path_factory.mktemp("scenes"), tmp_path_factory.mktemp("tiles")
     samples.write_change_rasters(rasters, SCENES, 2 * TILE, seed=0)
-    for scene in sorted(rasters.iterdir()):
+    for scene in sorted(path for path in rasters.iterdir() if path.is_dir()):
         chip(scene / "before.tif", scene / "after.tif", scene / "mask.tif", out, size=TILE, min_valid=0.5)
     (next(out.glob("*/*/after.tif"))).unlink()  # one tile without its after image
     return out

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lensops.serving import contract
 from lensops.serving.api import api
-from lensops.serving.errors import STATUS
+from lensops.serving.errors import STATUS, ApiError
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = api.openapi()
@@ -73,3 +74,20 @@ def test_predict_takes_one_image_or_a_pair_and_declares_the_change_answer() -> N
     assert {"$ref": "#/components/schemas/ChangeDetectionPredictAnswer"} in answers
     assert {"mask", "changed_fraction", "regions", "prediction", "model", "request_id"} <= set(change["required"])
     assert change["properties"]["mask"]["format"] == "byte"
+
+
+def test_the_answer_format_is_json_unless_geotiff_is_asked_and_nothing_else_is_taken() -> None:
+    assert [contract.answer_format(value) for value in (None, "", "json", "geotiff")] == [
+        "json",
+        "json",
+        "json",
+        "geotiff",
+    ]
+    with pytest.raises(ApiError) as info:
+        contract.answer_format("{}")
+    assert (info.value.code, info.value.status, info.value.detail) == (
+        "unknown_format",
+        422,
+        "format '{}': use json or geotiff",
+    )
+    assert SCHEMA["paths"]["/predict"]["post"]["parameters"][0]["name"] == "format"

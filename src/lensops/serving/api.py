@@ -12,7 +12,7 @@ in the OpenAPI schema.
 import asyncio
 import random
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -49,14 +49,6 @@ RELOAD_TOKEN = Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBeare
 """Declares the reload token in the schema; the route checks it (for its own 401 and 403 bodies)."""
 EXPLAIN_TARGET = Annotated[
     str | None, Query(description="The class to explain (a name from /classes); default: the predicted one.")
-]
-ANSWER_FORMAT = Annotated[
-    Literal["json", "geotiff"],
-    Query(
-        alias="format",
-        description="`geotiff`: the answer's image (a change mask) as a GeoTIFF on the map grid of the "
-        "(last) upload, which must be a georeferenced GeoTIFF; default: the JSON answer.",
-    ),
 ]
 REQUEST_ID = "x-request-id"
 """Set by Serve's HTTP front (HAProxy or its proxy) when the client sends none."""
@@ -143,11 +135,13 @@ class Ingress:
             contract.PREDICT_BODY,
             contract.REQUEST_ID,
             contract.GEOTIFF_ANSWER,
+            [contract.FORMAT_PARAMETER],
         ),
     )
-    async def predict(self, request: Request, answer_format: ANSWER_FORMAT = "json") -> Response:
+    async def predict(self, request: Request) -> Response:
         try:
             with self._admitted(request):
+                answer_format = contract.answer_format(request.query_params.get("format"))
                 route = self.router.route()
                 spec = route.answer.spec
                 if answer_format == "geotiff":

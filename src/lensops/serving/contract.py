@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from lensops.model.tasks import BUILT_IN
-from lensops.serving.errors import STATUS
+from lensops.serving.errors import STATUS, ApiError
 
 ErrorCode = Literal[tuple(STATUS)]  # type: ignore[valid-type]
 
@@ -230,7 +230,7 @@ MEANING = {
     415: "Not an image, or a format or content type the service does not take.",
     422: "An image that cannot be decoded (truncated, corrupt, too small), images of one example that differ in "
     "size, the images of another kind of model (a pair to a classifier), a GeoTIFF answer asked of a model or an "
-    "upload that has none, or a label the model does not know.",
+    "upload that has none, an unknown answer format, or a label the model does not know.",
     429: "Over the rate limit.",
     502: "The new version cannot be loaded.",
     503: "No model loaded yet, the registry or the prediction log unreachable, or the service overloaded.",
@@ -244,9 +244,11 @@ def route_docs(
     body: dict | None = None,
     headers: dict | None = None,
     other_answers: dict | None = None,
+    parameters: list[dict] | None = None,
 ) -> dict[str, Any]:
     """FastAPI route arguments documenting ``answer`` (200, with ``headers``; and answers of
-    ``other_answers`` media types), the error ``statuses`` and the request ``body``."""
+    ``other_answers`` media types), the error ``statuses``, the request ``body`` and query
+    ``parameters`` the route reads itself."""
     responses: dict[int, dict[str, Any]] = {200: {"model": answer, "headers": headers or {}}}
     if other_answers:
         responses[200]["content"] = other_answers
@@ -254,10 +256,23 @@ def route_docs(
         responses[status] = {"model": ErrorBody, "description": MEANING[status]}
         if status in (429, 503):
             responses[status]["headers"] = RETRY_AFTER
-    extra = {"requestBody": {"required": True, "content": body}} if body else {}
+    extra: dict[str, Any] = {"requestBody": {"required": True, "content": body}} if body else {}
+    if parameters:
+        extra["parameters"] = parameters
     return {"responses": responses, "openapi_extra": extra}
 
 
+ANSWER_FORMATS = ("json", "geotiff")
+FORMAT_PARAMETER = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "description": "`json` (the default): the answer; `geotiff`: the answer's image (a change mask) as a "
+    "GeoTIFF on the map grid of the (last) upload, which must be a georeferenced GeoTIFF.",
+    # a plain string (checked by the route, with the error model): Swagger UI sends `{}` for an
+    # enum select left at its blank entry
+    "schema": {"type": "string"},
+}
 GEOTIFF_ANSWER = {"image/tiff": {"schema": UPLOAD}}
 """``?format=geotiff``: the answer's image as a GeoTIFF file."""
 PREDICT_ERRORS = {400, 401, 413, 415, 422, 429, 503, 504}
@@ -271,6 +286,16 @@ REQUEST_ID = {
         "schema": {"type": "string"},
     }
 }
+
+
+def answer_format(value: str | None) -> str:
+    """The ``format`` a request asks for: ``json`` when absent or empty; 422 ``unknown_format``
+    for anything but :data:`ANSWER_FORMATS`."""
+    if not value:
+        return "json"
+    if value not in ANSWER_FORMATS:
+        raise ApiError("unknown_format", f"format '{value[:40]}': use {' or '.join(ANSWER_FORMATS)}")
+    return value
 
 
 def health_docs() -> dict[str, Any]:

@@ -40,6 +40,7 @@ STATUS: dict[str, int] = {
     "mismatched_inputs": 422,
     "wrong_inputs": 422,
     "geotiff_unavailable": 422,
+    "unknown_format": 422,
     # the model behind the service
     "no_such_version": 404,
     "model_load_failed": 502,
