@@ -99,13 +99,17 @@ class PreprocessConfig(Section):
     range on the training split; None: 8-bit images, read as RGB."""
     augment: AugmentConfig = AugmentConfig()
 
+    @property
+    def channels(self) -> int:
+        """Channels of every input: one per band, or RGB's three."""
+        return len(self.bands) if self.bands else 3
+
     @model_validator(mode="after")
     def _per_channel(self) -> PreprocessConfig:
-        channels = len(self.bands) if self.bands else 3
         for name in ("mean", "std"):
             given = getattr(self, name)
-            if given is not None and len(given) != channels:
-                raise ValueError(f"preprocess.{name} has {len(given)} values for {channels} channels")
+            if given is not None and len(given) != self.channels:
+                raise ValueError(f"preprocess.{name} has {len(given)} values for {self.channels} channels")
         colour = [k for k in ("brightness", "contrast", "saturation", "hue") if getattr(self.augment, k)]
         if self.bands and colour:
             raise ValueError(f"preprocess.augment.{colour[0]} changes RGB colour; multi-band rasters take none")
@@ -351,8 +355,8 @@ class LensopsConfig(Section):
                 "preprocess.bands: multi-band rasters are read for tasks of several images (change detection); "
                 f"{self.model.task} catalogs, batch scoring and its service read 8-bit images"
             )
-        channels = len(self.preprocess.bands) if self.preprocess.bands else 3
-        if self.model.in_channels != channels:
+        if self.model.in_channels != self.preprocess.channels:
+            channels = self.preprocess.channels
             raise ValueError(f"model.in_channels={self.model.in_channels}, but the inputs have {channels} channels")
         if self.serve.min_side < self.data.min_side:
             raise ValueError(

@@ -102,13 +102,13 @@ def _inspect_batch(
 
 @dataclass(frozen=True)
 class _Picture:
-    """What inspection needs of one file: its size, its bands and its pixels."""
+    """What inspection needs of one file: its size, its bands and, for the mask, its pixels."""
 
     size: tuple[int, int]
     """(width, height)."""
     bands: str
-    pixels: np.ndarray
-    """As decoded: (H, W) for a mask, the image's own layout otherwise."""
+    pixels: np.ndarray | None = None
+    """The mask's values ((H, W) for one band); None for an image, whose pixels inspection never reads."""
 
 
 def inspect_example(fs: pafs.FileSystem, row: dict, names: tuple[str, ...], min_side: int, max_pixels: int) -> dict:
@@ -116,7 +116,7 @@ def inspect_example(fs: pafs.FileSystem, row: dict, names: tuple[str, ...], min_
     digest = hashlib.sha256()
     pictures: dict[str, _Picture] = {}
     for name in names:
-        problem = _read_into(fs, row[name], name, digest, pictures, min_side, max_pixels)
+        problem = _read_into(fs, row[name], name, digest, pictures, (min_side, max_pixels), name == names[-1])
         if problem:
             return _skipped(*problem)
     issue = _mismatch(pictures, names)
@@ -133,16 +133,17 @@ def _read_into(
     name: str,
     digest: hashlib._Hash,
     pictures: dict[str, _Picture],
-    min_side: int,
-    max_pixels: int,
+    limits: tuple[int, int],
+    is_mask: bool,
 ) -> tuple[Issue, str] | None:
-    """Read and check one file of an example into ``pictures``; (issue, detail) when it fails."""
+    """Read and check one file of an example into ``pictures`` (with its pixels if it is the
+    mask; ``limits`` are the min side and max pixels); (issue, detail) when it fails."""
     if not uri:
         return Issue.MISSING_FILE, f"no {name} file"
     data, error = read_file(fs, uri)
     if data is None:
         return Issue.UNREADABLE, f"{name}: {error}"
-    check, picture = _picture(data, min_side, max_pixels)
+    check, picture = _picture(data, *limits, is_mask)
     if picture is None:
         return check.issue or Issue.UNREADABLE, f"{name}: {check.detail}"
     digest.update(hashlib.sha256(data).digest())
@@ -150,18 +151,18 @@ def _read_into(
     return None
 
 
-def _picture(data: bytes, min_side: int, max_pixels: int) -> tuple[ImageCheck, _Picture | None]:
+def _picture(data: bytes, min_side: int, max_pixels: int, is_mask: bool) -> tuple[ImageCheck, _Picture | None]:
     """The file as Pillow decodes it, or as rasterio does a TIFF that Pillow cannot."""
     check, image = load_image(data, min_side, max_pixels)
     if image is not None:
         with image:
-            return check, _Picture(image.size, "".join(image.getbands()), np.asarray(image))
+            return check, _Picture(image.size, "".join(image.getbands()), np.asarray(image) if is_mask else None)
     if check.issue is Issue.NOT_IMAGE and rasters.is_tiff(data) and rasters.available():
         check, raster = rasters.check_raster(data, min_side, max_pixels)
         if raster is not None:
             bands = f"{raster.data.shape[0]} bands of {raster.data.dtype}"
-            pixels = raster.data[0] if raster.data.shape[0] == 1 else raster.data
-            return check, _Picture((raster.shape[1], raster.shape[0]), bands, pixels)
+            mask = raster.data[0] if raster.data.shape[0] == 1 else raster.data
+            return check, _Picture((raster.shape[1], raster.shape[0]), bands, mask if is_mask else None)
     return check, None
 
 

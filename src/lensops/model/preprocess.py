@@ -43,10 +43,6 @@ class PreprocessSpec(BaseModel):
     band_ranges: tuple[tuple[float, float], ...] | None = None
     """Per band, the values mapped to 0 and 255: the training split's 1st and 99th percentiles."""
 
-    @property
-    def channels(self) -> int:
-        return len(self.bands) if self.bands else 3
-
     @classmethod
     def resolve(
         cls,

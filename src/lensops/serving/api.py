@@ -240,11 +240,15 @@ class Ingress:
         except ApiError as exc:
             return self._reject(exc)
         spec = champion.spec
-        identity = {"name": self.router.name, "version": champion.version, "inputs": list(spec.task.inputs)}
-        identity["alias"] = champion.alias
+        identity = {"name": self.router.name, "version": champion.version, "alias": champion.alias}
         return JSONResponse(
             identity
-            | {"dataset_version": spec.dataset_version, "run_id": champion.run_id, "metrics": spec.metrics}
+            | {
+                "inputs": list(spec.task.inputs),
+                "dataset_version": spec.dataset_version,
+                "run_id": champion.run_id,
+                "metrics": spec.metrics,
+            }
             | {"spec": spec.model_dump(mode="json"), "challenger": self.router.challenger_info()}
         )
 

@@ -179,8 +179,10 @@ UPLOAD = {"type": "string", "format": "binary"}
 BASE64 = {"type": "string", "format": "byte", "minLength": 1}
 SEVERAL_INPUTS = sorted({task.inputs for task in BUILT_IN.values()} - {("image",)})
 """The inputs of each built-in task that takes several images: each is a field of its own."""
-INPUT_FIELDS = frozenset({"file", "image", *(name for inputs in SEVERAL_INPUTS for name in inputs)})
-"""Every field or JSON key a prediction's image may come in, whichever model is served."""
+FORM_FIELDS = ("file", *(name for inputs in SEVERAL_INPUTS for name in inputs))
+"""The multipart fields a prediction's images may come in, whichever model is served."""
+INPUT_FIELDS = frozenset({"image", *FORM_FIELDS})
+"""Every field or JSON key a prediction's image may come in."""
 IMAGE_BODY = {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": UPLOAD}}},
     "application/json": {"schema": ImageJSON.model_json_schema()},
@@ -191,10 +193,9 @@ def _form() -> dict[str, Any]:
     """One multipart object with a field per input name (Swagger UI draws a file chooser per
     field of an object, none for a choice of objects): which ones the served model takes is in
     the description and in ``/model``'s ``inputs``."""
-    names = ["file", *(name for inputs in SEVERAL_INPUTS for name in inputs)]
     pairs = "; ".join(" and ".join(f"`{name}`" for name in inputs) for inputs in SEVERAL_INPUTS)
     what = f"One image as `file`, or for a model of several images one file per input ({pairs})."
-    return {"type": "object", "properties": dict.fromkeys(names, UPLOAD), "minProperties": 1, "description": what}
+    return {"type": "object", "properties": dict.fromkeys(FORM_FIELDS, UPLOAD), "minProperties": 1, "description": what}
 
 
 def _json(names: tuple[str, ...]) -> dict[str, Any]:
