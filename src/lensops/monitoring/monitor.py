@@ -21,14 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from lensops.config import LensopsConfig
 from lensops.model.artifact import ModelSpec
 from lensops.monitoring import drift, drift_plots, feedback, store
 from lensops.monitoring.drift import Decision
 from lensops.monitoring.profile import Profile
-from lensops.monitoring.reading import read_predictions
 from lensops.monitoring.window import Window
 from lensops.scoring import parts
 from lensops.scoring.batch import batch_predict
@@ -83,18 +81,16 @@ def load_window(cfg: LensopsConfig, source: WindowSource, version: RegisteredVer
         return Window.from_records(_scored(cfg, source.images, version), spec)
     if source.log is None:
         raise ValueError("a window needs new images or a prediction log")
-    logged = _logged(source.log, source.since, source.until)
-    mine = logged.filter(
-        pc.and_(pc.equal(logged["model_name"], version.name), pc.equal(logged["model_version"], version.version))
-    )
-    return Window.from_records(mine, spec, feedback.truths(source.log))
+    return Window.from_records(_logged(source, version), spec, feedback.truths(source.log))
 
 
-def _logged(log: str, since: date | None, until: date | None) -> pa.Table:
-    tables = ray.get(read_predictions(log, since, until).to_arrow_refs())
-    return (
-        pa.concat_tables(tables, promote_options="default") if tables else store.KINDS[store.PREDICTIONS].empty_table()
-    )
+def _logged(source: WindowSource, version: RegisteredVersion) -> pa.Table:
+    """The window's records of ``version``, one per request id (the earliest, as
+    :func:`~lensops.monitoring.reading.read_predictions` keeps). A window is checked in this
+    process, so it is read here, only the version's rows leaving the scan; Ray Data's parquet
+    reader would start a pool of footer-reading actors for it, seconds each on a small node."""
+    mine = (pc.field("model_name") == version.name) & (pc.field("model_version") == version.version)
+    return store.unique(store.read(source.log, store.PREDICTIONS, source.since, mine, source.until))
 
 
 def _scored(cfg: LensopsConfig, images: str, version: RegisteredVersion) -> pa.Table:

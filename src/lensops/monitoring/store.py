@@ -104,9 +104,16 @@ def parts_under(fs: pafs.FileSystem, root: str) -> list[str]:
     return [path for path, _ in storage.visible_files(fs, root) if path.endswith(".parquet")]
 
 
-def read(log: str, kind: str, since: date | None = None, where: pads.Expression | None = None) -> pa.Table:
-    """Every record of ``kind`` since a day (as stored: see :func:`unique`)."""
-    fs, found = files(log, kind, since)
+def read(
+    log: str,
+    kind: str,
+    since: date | None = None,
+    where: pads.Expression | None = None,
+    until: date | None = None,
+) -> pa.Table:
+    """Every record of ``kind`` from the days ``since``..``until`` that ``where`` keeps, as
+    stored (see :func:`unique`), read by this process with the filter pushed into the scan."""
+    fs, found = files(log, kind, since, until)
     return _table(fs, found, kind, where)
 
 
