@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.arch, args.weights, args.image_size = "resnet18", "none", 32
         args.count, args.size, args.epochs, args.batch_size, args.rounds = 30, 48, 2, 8, 1
+        args.workers = 1  # one worker process fewer to start: the smoke run checks the script, not scaling
     return args
 
 
