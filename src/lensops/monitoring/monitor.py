@@ -90,7 +90,7 @@ def _logged(source: WindowSource, version: RegisteredVersion) -> pa.Table:
     process, so it is read here, only the version's rows leaving the scan; Ray Data's parquet
     reader would start a pool of footer-reading actors for it, seconds each on a small node."""
     mine = (pc.field("model_name") == version.name) & (pc.field("model_version") == version.version)
-    return store.unique(store.read(source.log, store.PREDICTIONS, source.since, mine, source.until))
+    return store.unique(store.read(source.log, store.PREDICTIONS, source.since, source.until, where=mine))
 
 
 def _scored(cfg: LensopsConfig, images: str, version: RegisteredVersion) -> pa.Table:

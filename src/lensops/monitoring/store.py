@@ -108,8 +108,8 @@ def read(
     log: str,
     kind: str,
     since: date | None = None,
-    where: pads.Expression | None = None,
     until: date | None = None,
+    where: pads.Expression | None = None,
 ) -> pa.Table:
     """Every record of ``kind`` from the days ``since``..``until`` that ``where`` keeps, as
     stored (see :func:`unique`), read by this process with the filter pushed into the scan."""
