@@ -95,9 +95,20 @@ def ray_head(aws_env: dict[str, str], mlflow_uri: str) -> Iterator[str]:
         wait_until(lambda: _dashboard_up(url, process), 120, f"the Ray dashboard at {url}", interval_s=1)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop(process)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop(process: subprocess.Popen, grace_s: float = 5) -> None:
+    """Ends the head and everything it started, as ``ray stop --force`` would: ``ray start
+    --block`` takes 30-60 s to wind down after a SIGTERM, so what is left after ``grace_s`` is
+    killed."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
 
 
 def _submit(ray_head: str, *entrypoint: str) -> subprocess.CompletedProcess:
