@@ -14,9 +14,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(STAMP)
 
+# uv installs the 7 GB of wheels (torch's CUDA libraries among them) in parallel: about a minute
+# from a cold cache, where pip unpacks and compiles them one by one for five to six.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev,elpv,weights,geo]'
+	$(BIN)/python -m pip install --quiet --progress-bar off 'uv>=0.5'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev,elpv,weights,geo]'
 	touch $(STAMP)
 
 demo: $(STAMP)
