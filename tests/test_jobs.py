@@ -267,6 +267,7 @@ def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champ
         "serve.log_flush_s=1",
         "serve.watch_interval_s=1",
         "serve.max_replicas=1",
+        "serve.ingress_max_replicas=1",  # nothing scales up beside the training
         "train.epochs=2",  # one epoch from scratch stays at chance: nothing to promote
         "train.num_workers=1",  # the loop is under test, not data parallelism: one worker fewer to start
     ]
