@@ -154,6 +154,7 @@ def weak_pipeline(
     registry.set_alias(uri, name, registry.CHAMPION, classification_run.version)
     done = _pipeline(ray_head, classification_cfg, tmp_path_factory.mktemp("job-work"), *WEAK)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in (done.stdout + done.stderr)
     return done
 
 
