@@ -25,6 +25,7 @@ from lensops.monitoring import drift, trigger
 from lensops.monitoring.alerting import AlertReceivers, alertmanager_config
 from lensops.monitoring.drift import Check, Decision, Status
 from lensops.monitoring.monitor import Checked, WindowSource
+from lensops.monitoring.targets import Targets
 from lensops.runtime import free_port
 from lensops.tracking.registry import RegisteredVersion
 from lensops.waiting import http_ok, wait_until
@@ -185,7 +186,7 @@ def test_a_drift_decision_pushed_to_the_pushgateway_fires_the_drift_rule(
 def test_notify_posts_the_drift_straight_to_alertmanager(webhook: Webhook, alertmanager: str) -> None:
     cfg = LensopsConfig.model_validate({"monitor": {"on_drift": "notify"}})
 
-    action = trigger.respond(cfg, _drift(), trigger.Targets(alertmanager=f"http://{alertmanager}"))
+    action = trigger.respond(cfg, _drift(), Targets(alertmanager=f"http://{alertmanager}"))
 
     assert action == f"alert LensopsDriftDetected sent to http://{alertmanager}"
     wait_until(lambda: webhook.received, 60, "the drift alert at the webhook")

@@ -33,7 +33,8 @@ from traffic import RequestLoop
 from lensops.config import LensopsConfig, load_config
 from lensops.monitoring import shifts, store
 from lensops.monitoring.monitor import WindowSource, check
-from lensops.monitoring.trigger import Targets, respond
+from lensops.monitoring.targets import Targets
+from lensops.monitoring.trigger import respond
 from lensops.runtime import free_port, serve_env
 from lensops.tracking import registry
 from lensops.training.fit import TrainOutcome

@@ -13,6 +13,7 @@ from lensops.config import LensopsConfig
 from lensops.data import samples
 from lensops.monitoring import shifts, trigger
 from lensops.monitoring.monitor import WindowSource, check
+from lensops.monitoring.targets import Targets
 from lensops.tracking import registry, runs
 from lensops.training.fit import TrainOutcome
 
@@ -92,5 +93,5 @@ def test_darker_images_drift_and_a_retraining_waits_for_its_cooldown(
     retraining.monitor.retrain_data = str(unseen)
     uri = cfg.tracking.tracking_uri
     runs.set_tags(uri, checked.run_id, {trigger.RETRAINED_TAG: NAME, trigger.SUBMISSION_TAG: "an-earlier-one"})
-    action = trigger.respond(retraining, checked, trigger.Targets(jobs_address="http://127.0.0.1:9"))
+    action = trigger.respond(retraining, checked, Targets(jobs_address="http://127.0.0.1:9"))
     assert action.startswith("cooldown: a retraining was submitted 0.0 h ago"), action

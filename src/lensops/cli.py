@@ -414,12 +414,14 @@ def monitor(
     cfg = _config(config, sets)
     interval = _seconds(every) if every else None
     days = {"since": _day("--since", since), "until": _day("--until", until)}
-    from lensops.monitoring.monitor import WindowSource, check
-    from lensops.monitoring.trigger import Targets, require, respond
+    from lensops.monitoring.targets import Targets, require
 
-    source = WindowSource(images=images) if images else WindowSource(log=_log(cfg, log), **days)
     targets = Targets(pushgateway, alertmanager, jobs_address)
     require(cfg, targets)
+    from lensops.monitoring.monitor import WindowSource, check
+    from lensops.monitoring.trigger import respond
+
+    source = WindowSource(images=images) if images else WindowSource(log=_log(cfg, log), **days)
     _connect(address)
     while True:
         checked = check(cfg, source, model or cfg.serve.alias)

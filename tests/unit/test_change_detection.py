@@ -21,9 +21,10 @@ from lensops.data.pairs import inspect_example, list_examples
 from lensops.data.splits import assign_splits, split_keys
 from lensops.model import backbones, masks, siamese_unet
 from lensops.model.change_baseline import difference_masks, otsu_threshold
+from lensops.model.masks import CHANGE_CLASSES as CLASSES
 from lensops.model.preprocess import PreprocessSpec, mask_to_uint8
 from lensops.model.tasks import get_task
-from lensops.model.tasks.change_detection import CLASSES, ChangeDetection, most_changed
+from lensops.model.tasks.change_detection import ChangeDetection, most_changed
 
 TASK = ChangeDetection()
 LITE0 = ModelConfig(task="change_detection", architecture="timm:tf_efficientnet_lite0", weights="efficientnet-lite0")

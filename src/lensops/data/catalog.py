@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -20,7 +21,9 @@ from lensops.data.pairs import inspect_examples, list_examples
 from lensops.data.sources import list_files, read_licence
 from lensops.data.splits import assign_splits, counts_per_split, dataset_version, split_keys
 from lensops.data.validation import ValidationReport, validate
-from lensops.model.tasks import Task
+
+if TYPE_CHECKING:
+    from lensops.model.tasks import Task
 
 SINGLE_IMAGE = ("image",)
 

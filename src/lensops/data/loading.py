@@ -4,16 +4,19 @@ Each dataset yields batches with one uint8 array (N, 3, H, W) per task input (``
 one-image tasks) and ``target``, built by the task from the catalog rows. Ray Train hands each
 worker its own shard (``ray.train.get_dataset_shard``); normalisation happens on the worker's
 device, so float32 never crosses a process boundary.
+
+Nothing here imports torch at load time: the Ray Data and Ray Train coordinators unpickle these
+functions without calling them (see :mod:`lensops.model.preprocess`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import ray
-import torch
-from torchvision import tv_tensors
 
 from lensops.config import AugmentConfig, DataConfig
 from lensops.data import storage
@@ -22,7 +25,11 @@ from lensops.data.reading import map_rows
 from lensops.data.splits import SPLITS
 from lensops.data.validation import DataValidationError
 from lensops.model.preprocess import BandStats, PreprocessSpec, augmentation, band_stats, mask_to_uint8, to_uint8
-from lensops.model.tasks import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from lensops.model.tasks import Task
 
 
 def source_column(input_name: str) -> str:
@@ -87,6 +94,9 @@ def augmented(ds: ray.data.Dataset, task: Task, cfg: AugmentConfig) -> ray.data.
 def _augment_batch(
     batch: dict[str, np.ndarray], cfg: AugmentConfig, inputs: tuple[str, ...], mask: bool
 ) -> dict[str, np.ndarray]:
+    import torch
+    from torchvision import tv_tensors
+
     transform = augmentation(cfg)
     names = (*inputs, "target") if mask else inputs
     out: dict[str, list[np.ndarray]] = {name: [] for name in names}

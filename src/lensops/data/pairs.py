@@ -31,7 +31,7 @@ from lensops.data.images import ImageCheck, Issue, load_image
 from lensops.data.reading import map_rows, read_file
 from lensops.data.sources import beside_manifest
 from lensops.data.splits import GROUP
-from lensops.model.tasks.change_detection import CLASSES
+from lensops.model.masks import change_class
 from lensops.progress import tracked
 
 MASK_VALUES = ({0, 1}, {0, 255})
@@ -123,7 +123,7 @@ def inspect_example(fs: pafs.FileSystem, row: dict, names: tuple[str, ...], min_
     if issue:
         return _skipped(*issue)
     width, height = pictures[names[0]].size
-    label = CLASSES[int(pictures[names[-1]].pixels.any())]
+    label = change_class(pictures[names[-1]].pixels)
     return {"label": label, "sha256": digest.hexdigest(), "width": width, "height": height, "issue": None, "detail": ""}
 
 

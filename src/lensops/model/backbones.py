@@ -15,10 +15,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lensops.config import ModelConfig
+from lensops.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-"""The normalisation that torchvision's ImageNet weights (and most of timm's) expect."""
 TORCHVISION_BACKBONES = (
     "resnet18",
     "resnet50",

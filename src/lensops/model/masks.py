@@ -8,6 +8,14 @@ import io
 import numpy as np
 from PIL import Image
 
+CHANGE_CLASSES = ("unchanged", "changed")
+"""A tile is ``changed`` when any of its pixels is: its label in the catalog and in answers."""
+
+
+def change_class(mask: np.ndarray) -> str:
+    """The :data:`CHANGE_CLASSES` label of a tile with this (H, W) change mask."""
+    return CHANGE_CLASSES[int(mask.any())]
+
 
 def to_png(mask: np.ndarray) -> str:
     """A boolean (H, W) mask as a base64 PNG, 0 and 255 in one 8-bit channel."""

@@ -10,6 +10,10 @@ The pipeline is split where the data crosses a process boundary:
 * ``augment``: random train-time transforms on uint8 CHW, CPU, train split only.
 * ``normalizer``: uint8 -> float -> (x - mean) / std. Runs where the model runs (GPU if any),
   inside the one forward path (:mod:`lensops.model.forward`).
+
+torch and torchvision load where a transform is first built, not with this module: Ray Data's
+and Ray Train's coordinators unpickle specs and the data functions that use them without
+running any, and each would otherwise pay their import (about 5 s of CPU on 2 cores).
 """
 
 from __future__ import annotations
@@ -17,16 +21,21 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from lensops.config import AugmentConfig, PreprocessConfig
-from lensops.model.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    import torch
+    from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The normalisation that torchvision's ImageNet weights (and most of timm's) expect."""
 
 
 class PreprocessSpec(BaseModel):
@@ -106,6 +115,9 @@ def bands_to_uint8(array: np.ndarray, valid: np.ndarray, ranges: tuple[tuple[flo
 def raster_to_uint8(array: np.ndarray, valid: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A raster's (bands, H, W) values and valid mask -> the model's uint8 input, by ``spec``'s
     band ranges and geometry."""
+    import torch
+    from torchvision import tv_tensors
+
     pixels = bands_to_uint8(array, valid, spec.band_ranges)
     return geometry(spec)(tv_tensors.Image(torch.from_numpy(pixels))).numpy()
 
@@ -126,6 +138,8 @@ def rgb(img: Image.Image) -> Image.Image:
 
 def geometry(spec: PreprocessSpec) -> v2.Compose:
     """PIL image -> uint8 tensor (3, image_size, image_size)."""
+    from torchvision.transforms import v2
+
     return v2.Compose(
         [
             v2.ToImage(),
@@ -149,6 +163,9 @@ def model_view(width: int, height: int, spec: PreprocessSpec) -> tuple[float, fl
 
 def normalizer(spec: PreprocessSpec) -> v2.Compose:
     """uint8 tensor (..., channels, H, W) -> normalised float32 on the tensor's own device."""
+    import torch
+    from torchvision.transforms import v2
+
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)])
 
 
@@ -170,6 +187,9 @@ def image_to_uint8(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 def mask_to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
     """Mask file bytes -> 0/1 uint8 array (H, W) on the images' grid: any non-zero pixel is 1,
     and :func:`geometry` resizes it by nearest neighbour, so it stays binary."""
+    import torch
+    from torchvision import tv_tensors
+
     with Image.open(io.BytesIO(data)) as img:
         mask = torch.from_numpy((np.asarray(img.convert("L")) > 0).astype(np.uint8))
     return geometry(spec)(tv_tensors.Mask(mask)).numpy()
@@ -177,6 +197,8 @@ def mask_to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 
 def augmentation(cfg: AugmentConfig) -> v2.Compose:
     """Random train-time transforms on one uint8 image tensor (3, H, W)."""
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform] = []
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip(cfg.hflip))
@@ -194,5 +216,7 @@ def augmentation(cfg: AugmentConfig) -> v2.Compose:
 
 
 def _add_noise(img: torch.Tensor, std: float) -> torch.Tensor:
+    import torch
+
     noisy = img.float() + torch.randn(img.shape) * std
     return noisy.clamp_(0, 255).to(torch.uint8)

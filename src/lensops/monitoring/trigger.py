@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,34 +26,17 @@ import pandas as pd
 import requests
 import yaml
 
-from lensops.config import ConfigError, LensopsConfig
+from lensops.config import LensopsConfig
 from lensops.data import storage
 from lensops.data.sources import list_files
 from lensops.monitoring.feedback import joined
 from lensops.monitoring.monitor import STAGE, Checked
+from lensops.monitoring.targets import Targets
 from lensops.tracking import runs
 
 SUBMISSION_TAG = "lensops.retrain_submission"
 RETRAINED_TAG = "lensops.retrained"
 ALERT = "LensopsDriftDetected"
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Where a decision goes: a Pushgateway, an Alertmanager, a Ray cluster's Jobs API."""
-
-    pushgateway: str | None = None
-    alertmanager: str | None = None
-    jobs_address: str = "http://127.0.0.1:8265"
-
-
-def require(cfg: LensopsConfig, targets: Targets) -> None:
-    """``ConfigError`` when ``monitor.on_drift`` cannot be done with these settings: said
-    before a pass runs, not after it has decided drift."""
-    if cfg.monitor.on_drift == "notify" and not targets.alertmanager:
-        raise ConfigError("--on-drift notify needs --alertmanager (or $LENSOPS_ALERTMANAGER_URL)")
-    if cfg.monitor.on_drift == "retrain" and not cfg.monitor.retrain_data:
-        raise ConfigError("--on-drift retrain needs labelled data to train on: --retrain-data or monitor.retrain_data")
 
 
 def respond(cfg: LensopsConfig, checked: Checked, targets: Targets) -> str:

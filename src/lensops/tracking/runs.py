@@ -14,10 +14,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-from matplotlib.figure import Figure
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as DATASET_CONTEXT_TAG
@@ -26,7 +25,11 @@ from ray.util.queue import Queue
 
 from lensops.config import LensopsConfig, TrackingConfig
 from lensops.data.validation import ValidationReport
-from lensops.model.tasks import Report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from lensops.model.tasks import Report
 
 LOCAL_STORE = Path("mlruns")
 MAX_BATCH = 100

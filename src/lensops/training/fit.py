@@ -33,8 +33,8 @@ from lensops.monitoring import profile
 from lensops.tracking import pyfunc, registry, runs
 from lensops.tracking.model_card import model_card
 from lensops.training.evaluation import Evaluation, evaluate
-from lensops.training.loop import train_loop_per_worker
 from lensops.training.mistakes import confident_mistakes, mistakes_figure
+from lensops.training.worker import train_loop_per_worker
 
 
 @dataclass

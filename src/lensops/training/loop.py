@@ -31,7 +31,7 @@ DRILL_BATCH = 2
 """The fault drill (``train.fail_at_epoch``) kills rank 0 before this batch of its epoch."""
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop(config: dict[str, Any]) -> None:
     spec = ModelSpec.model_validate(config["spec"])
     cfg = TrainConfig.model_validate(spec.config["train"])
     torch.manual_seed(cfg.seed)

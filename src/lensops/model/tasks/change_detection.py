@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
     from lensops.config import LensopsConfig, ModelConfig, TrainConfig
 
-CLASSES = ("unchanged", "changed")
-"""A tile is ``changed`` when any of its pixels is: its label in the catalog and in answers."""
 THRESHOLD = 0.5
 """Change probability from which a pixel counts as changed."""
 AGREEMENT_IOU = 0.8
@@ -167,7 +165,7 @@ def _answer(probabilities: np.ndarray) -> dict[str, Any]:
     changed = probabilities >= THRESHOLD
     certainty = np.where(changed, probabilities, 1 - probabilities)
     return {
-        "prediction": CLASSES[int(changed.any())],
+        "prediction": masks.change_class(changed),
         "confidence": float(certainty.mean()),
         "changed_fraction": float(changed.mean()),
         "regions": masks.regions(changed),
