@@ -20,8 +20,6 @@ import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as DATASET_CONTEXT_TAG
-from ray.train import UserCallback
-from ray.util.queue import Queue
 
 from lensops.config import LensopsConfig, TrackingConfig
 from lensops.data.validation import ValidationReport
@@ -162,25 +160,6 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0)
 
 def log_epoch(uri: str, run_id: str, metrics: dict[str, float], epoch: int) -> None:
     log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-
-
-class EpochLogger(UserCallback):
-    """Ray Train callback, run on the Train controller: logs each epoch's metrics once the
-    controller has registered that report (and its checkpoint). Epochs lost to a worker
-    failure are never logged, so after a restart the run's metric history stays continuous."""
-
-    def __init__(self, uri: str, run_id: str, epochs: int, lines: Queue | None = None):
-        self.uri, self.run_id, self.epochs, self.lines = uri, run_id, epochs, lines
-
-    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        reported = metrics[0]  # all ranks report the same all-reduced metrics
-        log_epoch(self.uri, self.run_id, reported, int(reported["epoch"]))
-        shown = " ".join(f"{k}={v:.4g}" for k, v in reported.items() if k not in ("epoch", "lr"))
-        line = f"epoch {reported['epoch'] + 1}/{self.epochs} lr={reported['lr']:.3g} {shown}"
-        if self.lines is None:
-            print(f"[lensops] {line}", flush=True)  # in Ray's logs of the controller
-        else:
-            self.lines.put(line)  # the driver prints it (lensops.logs.relayed)
 
 
 def log_figure(uri: str, run_id: str, figure: Figure, path: str) -> None:

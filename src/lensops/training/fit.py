@@ -31,6 +31,7 @@ from lensops.model.preprocess import PreprocessSpec
 from lensops.model.tasks import get_task
 from lensops.monitoring import profile
 from lensops.tracking import pyfunc, registry, runs
+from lensops.tracking.epochs import EpochLogger
 from lensops.tracking.model_card import model_card
 from lensops.training.evaluation import Evaluation, evaluate
 from lensops.training.mistakes import confident_mistakes, mistakes_figure
@@ -95,7 +96,7 @@ def run_trainer(
     and their lines put on ``lines`` (:func:`lensops.logs.relayed`) when given.
 
     A fit with the ``name`` of an interrupted one resumes from its latest checkpoint."""
-    logger = runs.EpochLogger(prepared.uri, run_id, cfg.train.epochs, lines)
+    logger = EpochLogger(prepared.uri, run_id, cfg.train.epochs, lines)
     train = augmented(prepared.datasets["train"], prepared.spec.task, cfg.preprocess.augment)
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -4,7 +4,7 @@ Each epoch: train on this worker's shard, validate on its val shard (:class:`Epo
 sums over ranks, so every rank sees global metrics), save a checkpoint (model, optimiser,
 scheduler, epoch, early-stopping state, spec) and report it. After a worker failure Ray Train
 restarts the group and the loop resumes from the latest checkpoint. Workers never talk to
-MLflow: the controller logs what it registered (:class:`lensops.tracking.runs.EpochLogger`).
+MLflow: the controller logs what it registered (:class:`lensops.tracking.epochs.EpochLogger`).
 """
 
 from __future__ import annotations
