@@ -136,6 +136,12 @@ def rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def load_transforms() -> None:
+    """Import torch and torchvision now: a server calls this as it starts, so that its first
+    request does not wait for them."""
+    import torchvision.transforms.v2  # noqa: F401
+
+
 def geometry(spec: PreprocessSpec) -> v2.Compose:
     """PIL image -> uint8 tensor (3, image_size, image_size)."""
     from torchvision.transforms import v2

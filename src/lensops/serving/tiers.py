@@ -19,7 +19,7 @@ from ray import serve
 from lensops.config import Runtime
 from lensops.model.explain import described, grad_cam, target_index
 from lensops.model.forward import Predictor
-from lensops.model.preprocess import PreprocessSpec
+from lensops.model.preprocess import PreprocessSpec, load_transforms
 from lensops.serving.errors import ApiError
 from lensops.serving.inputs import InputLimits, Prepared, examine
 from lensops.serving.metrics import ModelMetrics
@@ -43,6 +43,7 @@ class Preprocessor:
 
     def __init__(self, limits: dict[str, int]):
         self.limits = InputLimits.model_validate(limits)
+        load_transforms()
 
     def __call__(self, data: bytes, spec: PreprocessSpec) -> Prepared | ApiError:
         try:
