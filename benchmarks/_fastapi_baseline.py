@@ -1,7 +1,7 @@
 """The hand-rolled baseline server: one uvicorn process, FastAPI, torch, one model call per request.
 
 It serves a saved lensops model directory with the same preprocessing and answer as the Ray
-Serve application (:func:`lensops.serving.inputs.prepare`, :class:`lensops.model.forward.Predictor`,
+Serve application (:func:`lensops.serving.uploads.prepare`, :class:`lensops.model.forward.Predictor`,
 on the same ``--runtime``: torch eager or ONNX Runtime), the
 way a plain FastAPI/Flask server does it: the ``async`` route decodes the upload and runs the
 forward pass of that one image inline, so requests are served one at a time with every torch
@@ -23,7 +23,7 @@ from lensops.config import Runtime, ServeConfig
 from lensops.model import artifact, onnx_forward
 from lensops.model.forward import ModelInfo, Predictor
 from lensops.serving.errors import ApiError
-from lensops.serving.inputs import InputLimits, prepare
+from lensops.serving.uploads import InputLimits, prepare
 
 
 def create_app(model_dir: str, device: str, runtime: str) -> FastAPI:

@@ -2,7 +2,7 @@
 
 Both read every file of a generated image folder (``<root>/<class>/<image>.png``), decode it
 to RGB and resize + centre-crop it to uint8 (3, S, S) with the same transform
-(:func:`lensops.model.preprocess.geometry` of the resolved spec), with the same number of parallel
+(:func:`lensops.model.preprocess.image_to_uint8` with the resolved spec), with the same number of parallel
 workers (``--workers``, default: all cores), and hand batches of ``--batch-size`` to this process.
 
 * lensops: the catalog (``build_catalog``) and :func:`lensops.data.loading.image_dataset`, i.e. the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -32,7 +33,7 @@ from lensops.config import DataConfig, PreprocessConfig
 from lensops.data import samples, storage
 from lensops.data.catalog import Catalog, build_catalog
 from lensops.data.loading import image_dataset
-from lensops.model.preprocess import PreprocessSpec, geometry
+from lensops.model.preprocess import PreprocessSpec, image_to_uint8
 from lensops.model.tasks import get_task
 
 from _common import (
@@ -102,7 +103,7 @@ def lensops_batches(
 
 
 def dataloader_batches(folder: Path, spec: PreprocessSpec, args: argparse.Namespace) -> Callable[[], Iterable[int]]:
-    dataset = ImageFolder(str(folder), transform=geometry(spec))
+    dataset = ImageFolder(str(folder), transform=partial(image_to_uint8, spec=spec))
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,

@@ -4,7 +4,7 @@ the same closed-loop HTTP load, against the machine's pipeline ceiling, in one r
 1. An untrained model (``--arch`` backbone with its pretrained weights, fresh head) is saved
    with lensops.model.artifact and registered as ``champion`` in a temporary sqlite MLflow store.
 2. The ceiling, in this process on one thread, measured again in every round: the CPU cost
-   per image of decoding and preprocessing an upload (:func:`lensops.serving.inputs.prepare`,
+   per image of decoding and preprocessing an upload (:func:`lensops.serving.uploads.prepare`,
    the preprocessing tier's work) and of the batched forward with its answer
    (:class:`lensops.model.forward.Predictor` on batches of ``--max-batch-size``, on the served
    ``--runtime``: the model tier's work), each alone. The machine's cores divided by their sum
@@ -37,7 +37,7 @@ import torch
 from lensops.config import ServeConfig
 from lensops.model import artifact, onnx_forward
 from lensops.model.forward import ModelInfo, Predictor
-from lensops.serving.inputs import InputLimits, prepare
+from lensops.serving.uploads import InputLimits, prepare
 
 from _common import (
     Column,

@@ -18,15 +18,8 @@ from urllib3 import encode_multipart_formdata
 from lensops.config import ServeConfig
 from lensops.model.preprocess import PreprocessSpec
 from lensops.serving.errors import STATUS, ApiError
-from lensops.serving.inputs import (
-    InputLimits,
-    decode_base64,
-    examine,
-    prepare,
-    read_example,
-    read_images,
-    same_size,
-)
+from lensops.serving.inputs import decode_base64, read_example, read_images, same_size
+from lensops.serving.uploads import InputLimits, examine, prepare
 
 LIMITS = InputLimits(max_bytes=100_000, min_side=16, max_side=512, max_pixels=512 * 512, max_items=3)
 SPEC = PreprocessSpec(image_size=24, resize_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)

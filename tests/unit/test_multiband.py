@@ -23,7 +23,7 @@ from lensops.model.preprocess import BandStats, PreprocessSpec, band_stats, band
 from lensops.model.tasks import get_task
 from lensops.serving.errors import ApiError
 from lensops.serving.geotiff import answer_geotiff, require_image_answer
-from lensops.serving.inputs import InputLimits, examine
+from lensops.serving.uploads import InputLimits, examine
 from lensops.tracking import pyfunc
 
 BANDS = ["B4", "B3", "B2", "B8"]

@@ -17,7 +17,9 @@ from lensops.model.preprocess import (
     PreprocessSpec,
     augmentation,
     decode,
+    image_to_uint8,
     normalizer,
+    raster_to_uint8,
     to_uint8,
 )
 
@@ -52,26 +54,55 @@ def served_input(data: bytes, spec: PreprocessSpec) -> torch.Tensor:
     return normalizer(spec)(torch.from_numpy(to_uint8(data, spec))[None])
 
 
-@pytest.mark.parametrize("kind", list(IMAGES))
-def test_the_served_input_equals_torchvision_eval_transforms_exactly(kind: str) -> None:
-    data = encoded(*IMAGES[kind])
-    reference_transform = v2.Compose(
+def torchvision_eval(resize: int, crop: int) -> v2.Compose:
+    """The eval transform of torchvision's classification references, on a PIL image."""
+    return v2.Compose(
         [
-            v2.ToImage(),
-            v2.Resize(36, antialias=True),
-            v2.CenterCrop(32),
+            v2.Resize(resize),
+            v2.CenterCrop(crop),
+            v2.PILToTensor(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
 
+
+@pytest.mark.parametrize("kind", list(IMAGES))
+def test_the_served_input_equals_torchvision_eval_transforms_exactly(kind: str) -> None:
+    data = encoded(*IMAGES[kind])
+
     served = served_input(data, SPEC)
     with Image.open(io.BytesIO(data)) as img:
-        reference = reference_transform(img.convert("RGB"))[None]
+        reference = torchvision_eval(36, 32)(img.convert("RGB"))[None]
 
     assert served.shape == (1, 3, 32, 32)
     assert served.dtype == torch.float32
     assert torch.equal(served, reference)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "resize", "crop"),
+    [(45, 60, 36, 32), (301, 217, 128, 128), (20, 30, 64, 64), (50, 40, 33, 40), (37, 90, 37, 40)],
+)
+def test_every_geometry_equals_torchvision_with_its_padding(width: int, height: int, resize: int, crop: int) -> None:
+    """Tall and wide uploads, upsampling, and crops larger than the resized image (padded with
+    zeros, an odd margin split as torchvision splits it)."""
+    data = encoded("RGB", "PNG", width, height)
+    spec = PreprocessSpec(image_size=crop, resize_size=resize, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    with Image.open(io.BytesIO(data)) as img:
+        reference = torchvision_eval(resize, crop)(img.convert("RGB"))[None]
+
+    assert torch.equal(served_input(data, spec), reference)
+
+
+def test_a_three_band_raster_gets_the_pixels_of_the_same_rgb_image() -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 45, 60), dtype=np.uint8)
+    spec = SPEC.model_copy(update={"band_ranges": ((0.0, 255.0),) * 3})
+
+    from_raster = raster_to_uint8(pixels.astype(np.float32), np.ones((45, 60), bool), spec)
+
+    assert np.array_equal(from_raster, image_to_uint8(Image.fromarray(pixels.transpose(1, 2, 0)), spec))
 
 
 @pytest.mark.parametrize("kind", list(IMAGES))

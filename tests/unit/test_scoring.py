@@ -17,7 +17,8 @@ from lensops.model.forward import ModelInfo
 from lensops.model.preprocess import PreprocessSpec
 from lensops.monitoring import records
 from lensops.scoring import parts
-from lensops.scoring.batch import BatchOutcome, ImageRules, _read_and_check
+from lensops.scoring.batch import BatchOutcome
+from lensops.scoring.checking import ImageRules, read_and_check
 from lensops.scoring.inputs import list_inputs
 
 SPEC = PreprocessSpec(image_size=16, resize_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -100,7 +101,7 @@ def test_reading_checks_with_the_service_rules_and_drops_what_is_done(tmp_path: 
     done = {parts.key(str(tmp_path / "done.png"), hashlib.sha256(files["done.png"]).hexdigest())}
     batch = pd.DataFrame({"path": paths, "folder": [""] * len(paths)})
 
-    out = _read_and_check(batch, pafs.LocalFileSystem(), SPEC, RULES, done)
+    out = read_and_check(batch, pafs.LocalFileSystem(), SPEC, RULES, done)
 
     names = [Path(p).name for p in out["path"]]
     assert names == ["good.png", "tiny.png", "text.png", "gone.png"]
@@ -117,7 +118,7 @@ def test_a_block_with_every_file_done_is_empty_but_shaped(tmp_path: Path) -> Non
     done = {parts.key(str(tmp_path / "a.png"), hashlib.sha256(png()).hexdigest())}
     batch = pd.DataFrame({"path": [str(tmp_path / "a.png")], "folder": [""]})
 
-    out = _read_and_check(batch, pafs.LocalFileSystem(), SPEC, RULES, done)
+    out = read_and_check(batch, pafs.LocalFileSystem(), SPEC, RULES, done)
 
     assert out["image"].shape == (0, 3, 16, 16) and len(out["path"]) == 0
 

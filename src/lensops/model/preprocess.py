@@ -2,18 +2,22 @@
 
 The pipeline is split where the data crosses a process boundary:
 
-* ``decode`` + ``geometry``: bytes -> RGB -> resize -> centre crop -> uint8 CHW. Runs on CPU
-  (Ray Data workers, the Serve preprocessor); uint8 is 4x smaller than float32 on the wire.
-  A multi-band raster (``bands`` set) is read with rasterio instead, and each band mapped to
-  0..255 by its range on the training split (``band_ranges``), so everything after the decode
-  is the same for any number of channels.
-* ``augment``: random train-time transforms on uint8 CHW, CPU, train split only.
+* ``decode`` + ``fit_to_input``: bytes -> RGB -> resize -> centre crop -> uint8 CHW, with
+  Pillow alone: the pixels of torchvision's ``Resize`` + ``CenterCrop`` on a PIL image (the
+  eval transform of torchvision's classification references). Runs on CPU (Ray Data workers,
+  the Serve preprocessor); uint8 is 4x smaller than float32 on the wire. A multi-band raster
+  (``bands`` set) is read with rasterio instead, and each band mapped to 0..255 by its range on
+  the training split (``band_ranges``), so everything after the decode is the same for any
+  number of channels.
+* ``augment``: random train-time transforms on uint8 CHW (torchvision), CPU, train split only.
 * ``normalizer``: uint8 -> float -> (x - mean) / std. Runs where the model runs (GPU if any),
   inside the one forward path (:mod:`lensops.model.forward`).
 
-torch and torchvision load where a transform is first built, not with this module: Ray Data's
-and Ray Train's coordinators unpickle specs and the data functions that use them without
-running any, and each would otherwise pay their import (about 5 s of CPU on 2 cores).
+The decode needs neither torch nor torchvision, and this module imports them only where an
+augmentation or a normaliser is built: the processes that only decode (Ray Data's decode
+tasks, the Serve preprocessor, batch scoring's readers), and Ray's coordinators that unpickle
+specs and the data functions without running them, never pay their import (about 7 s of CPU
+each on 2 cores).
 """
 
 from __future__ import annotations
@@ -114,12 +118,9 @@ def bands_to_uint8(array: np.ndarray, valid: np.ndarray, ranges: tuple[tuple[flo
 
 def raster_to_uint8(array: np.ndarray, valid: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A raster's (bands, H, W) values and valid mask -> the model's uint8 input, by ``spec``'s
-    band ranges and geometry."""
-    import torch
-    from torchvision import tv_tensors
-
+    band ranges and geometry (band by band: Pillow resamples the channels of an image alike)."""
     pixels = bands_to_uint8(array, valid, spec.band_ranges)
-    return geometry(spec)(tv_tensors.Image(torch.from_numpy(pixels))).numpy()
+    return np.stack([np.asarray(fit_to_input(Image.fromarray(band), spec)) for band in pixels])
 
 
 def decode(data: bytes) -> Image.Image:
@@ -136,33 +137,36 @@ def rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_transforms() -> None:
-    """Import torch and torchvision now: a server calls this as it starts, so that its first
-    request does not wait for them."""
-    import torchvision.transforms.v2  # noqa: F401
+def fit_to_input(
+    img: Image.Image, spec: PreprocessSpec, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Image.Image:
+    """The short side resized to ``resize_size`` (antialiased), then the centre ``image_size``
+    square, zero where it passes an edge: torchvision's ``Resize`` and ``CenterCrop`` on a PIL
+    image, pixel for pixel."""
+    width, height = resized_size(img.width, img.height, spec)
+    left, top = crop_start(width, spec.image_size), crop_start(height, spec.image_size)
+    box = (left, top, left + spec.image_size, top + spec.image_size)
+    return img.resize((width, height), resample).crop(box)
 
 
-def geometry(spec: PreprocessSpec) -> v2.Compose:
-    """PIL image -> uint8 tensor (3, image_size, image_size)."""
-    from torchvision.transforms import v2
+def resized_size(width: int, height: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """(width, height) after the resize of :func:`fit_to_input` (torchvision's rounding)."""
+    short, long = sorted((width, height))
+    resized_long = int(spec.resize_size * long / short)
+    return (spec.resize_size, resized_long) if width <= height else (resized_long, spec.resize_size)
 
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(spec.resize_size, antialias=True),
-            v2.CenterCrop(spec.image_size),
-        ]
-    )
+
+def crop_start(side: int, crop: int) -> int:
+    """Where the centre crop starts along a side (negative: padded, torchvision's split of it)."""
+    return -((crop - side) // 2) if crop > side else round((side - crop) / 2.0)
 
 
 def model_view(width: int, height: int, spec: PreprocessSpec) -> tuple[float, float, float, float]:
     """Where the model's input lies on an upload of ``width`` x ``height`` px, as
-    :func:`geometry` cuts it: (left, top) of its first pixel and the upload pixels per input
-    pixel along x and y (torchvision's rounding of Resize and CenterCrop)."""
-    short, long = sorted((width, height))
-    resized_long = int(spec.resize_size * long / short)
-    resized = (spec.resize_size, resized_long) if width <= height else (resized_long, spec.resize_size)
-    left, top = (round((side - spec.image_size) / 2.0) for side in resized)
+    :func:`fit_to_input` cuts it: (left, top) of its first pixel and the upload pixels per input
+    pixel along x and y."""
+    resized = resized_size(width, height, spec)
+    left, top = (crop_start(side, spec.image_size) for side in resized)
     per_x, per_y = width / resized[0], height / resized[1]
     return left * per_x, top * per_y, per_x, per_y
 
@@ -182,23 +186,24 @@ def to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 
         raster = rasters.read_bytes(data, spec.bands)
         return raster_to_uint8(raster.data, rasters.valid_mask(raster), spec)
-    return geometry(spec)(decode(data)).numpy()
+    return _channels_first(fit_to_input(decode(data), spec))
 
 
 def image_to_uint8(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """:func:`to_uint8` of an image decoded already (by the image check)."""
-    return geometry(spec)(rgb(img)).numpy()
+    return _channels_first(fit_to_input(rgb(img), spec))
+
+
+def _channels_first(img: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
 
 
 def mask_to_uint8(data: bytes, spec: PreprocessSpec) -> np.ndarray:
     """Mask file bytes -> 0/1 uint8 array (H, W) on the images' grid: any non-zero pixel is 1,
-    and :func:`geometry` resizes it by nearest neighbour, so it stays binary."""
-    import torch
-    from torchvision import tv_tensors
-
+    and :func:`fit_to_input` resizes it by nearest neighbour, so it stays binary."""
     with Image.open(io.BytesIO(data)) as img:
-        mask = torch.from_numpy((np.asarray(img.convert("L")) > 0).astype(np.uint8))
-    return geometry(spec)(tv_tensors.Mask(mask)).numpy()
+        mask = Image.fromarray((np.asarray(img.convert("L")) > 0).astype(np.uint8))
+    return np.asarray(fit_to_input(mask, spec, Image.Resampling.NEAREST))
 
 
 def augmentation(cfg: AugmentConfig) -> v2.Compose:

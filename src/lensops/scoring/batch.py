@@ -16,40 +16,24 @@ mid-job does not mix two models in one output.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow.fs as pafs
 import ray
 
 from lensops.config import LensopsConfig, Runtime
 from lensops.data import storage
-from lensops.data.images import Issue, load_served_image
-from lensops.data.reading import map_rows, read_file
+from lensops.data.reading import map_rows
 from lensops.model.forward import ModelInfo
-from lensops.model.preprocess import PreprocessSpec, image_to_uint8
 from lensops.monitoring import records
 from lensops.progress import tracked
 from lensops.scoring import parts
+from lensops.scoring.checking import FILE_COLUMNS, SIZE_COLUMNS, ImageRules, read_and_check
 from lensops.scoring.inputs import list_inputs
 from lensops.tracking import registry, runs
-
-FILE_COLUMNS = ("path", "folder", "content_hash", "status", "reason", "detail", "input_format")
-SIZE_COLUMNS = ("input_width", "input_height")
-
-
-@dataclass(frozen=True)
-class ImageRules:
-    """The service's limits on one image (``serve.min_side``, ``max_side``, ``max_pixels``)."""
-
-    min_side: int
-    max_side: int
-    max_pixels: int
 
 
 @dataclass
@@ -113,7 +97,7 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
     # fused into an actor is scored in one pass
     reading = cfg.data.model_copy(update={"decode_batch_size": cfg.batch.batch_size})
     kwargs = {"fs": fs, "spec": spec.preprocess, "rules": rules, "done": done}
-    checked = map_rows(files, _read_and_check, kwargs, reading)
+    checked = map_rows(files, read_and_check, kwargs, reading)
     use_gpu = cfg.batch.runtime == "torch" and _use_gpu(cfg.batch.device)
     scored = checked.map_batches(
         Scorer,
@@ -142,45 +126,6 @@ def batch_predict(cfg: LensopsConfig, source: str, output: str) -> BatchOutcome:
 
 def _use_gpu(device: str) -> bool:
     return device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-
-
-def _read_and_check(
-    batch: pd.DataFrame, fs: pafs.FileSystem, spec: PreprocessSpec, rules: ImageRules, done: set[str]
-) -> dict[str, np.ndarray]:
-    rows, images = [], []
-    for path, folder in zip(batch["path"], batch["folder"], strict=True):
-        data, error = read_file(fs, path)
-        digest = hashlib.sha256(data).hexdigest() if data is not None else ""
-        if parts.key(path, digest) in done:
-            continue
-        row, image = _check(data, error, spec, rules)
-        rows.append({"path": path, "folder": folder, "content_hash": digest, **row})
-        images.append(image)
-    side = spec.image_size
-    columns = {name: np.array([r[name] for r in rows], dtype=object) for name in FILE_COLUMNS}
-    sizes = {name: np.array([r[name] for r in rows], dtype=np.int32) for name in SIZE_COLUMNS}
-    pixels = np.stack(images) if images else np.zeros((0, 3, side, side), np.uint8)
-    return {**columns, **sizes, "image": pixels}
-
-
-def _check(
-    data: bytes | None, error: str, spec: PreprocessSpec, rules: ImageRules
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The file columns of one file and its model input (zeros when it is rejected)."""
-    blank = np.zeros((3, spec.image_size, spec.image_size), np.uint8)
-    if data is None:
-        return _rejected(Issue.UNREADABLE, error), blank
-    check, image = load_served_image(data, rules.min_side, rules.max_side, rules.max_pixels)
-    facts = {"input_format": check.format, "input_width": check.width, "input_height": check.height}
-    if image is None:
-        return {**_rejected(check.issue, check.detail), **facts}, blank
-    with image:
-        return {"status": records.OK, "reason": "", "detail": "", **facts}, image_to_uint8(image, spec)
-
-
-def _rejected(issue: Issue, detail: str) -> dict[str, Any]:
-    unknown = {"input_format": "", "input_width": 0, "input_height": 0}
-    return {"status": records.REJECTED, "reason": issue.value, "detail": detail, **unknown}
 
 
 class Scorer:

@@ -26,9 +26,10 @@ from lensops.monitoring import records
 from lensops.monitoring.log_writer import PredictionLog
 from lensops.serving.errors import ApiError
 from lensops.serving.following import Active, logger
-from lensops.serving.inputs import SINGLE_IMAGE, Prepared, same_size
+from lensops.serving.inputs import SINGLE_IMAGE, same_size
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Route, Router
+from lensops.serving.uploads import Prepared
 
 T = TypeVar("T")
 REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)

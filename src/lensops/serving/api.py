@@ -29,9 +29,10 @@ from lensops.serving.answering import Answerer, require_one_image
 from lensops.serving.errors import ApiError
 from lensops.serving.feedback import FeedbackDesk
 from lensops.serving.geotiff import answer_geotiff, require_image_answer
-from lensops.serving.inputs import SINGLE_IMAGE, InputLimits, read_example, read_feedback, read_images
+from lensops.serving.inputs import SINGLE_IMAGE, read_example, read_feedback, read_images
 from lensops.serving.metrics import IngressMetrics
 from lensops.serving.router import Router
+from lensops.serving.uploads import InputLimits
 from lensops.serving.versions import RegistryVersions
 from lensops.tracking import runs
 

@@ -15,8 +15,9 @@ from ray import serve
 from lensops.config import LensopsConfig
 from lensops.data import storage
 from lensops.serving.api import Ingress
-from lensops.serving.inputs import InputLimits
-from lensops.serving.tiers import Model, Preprocessor
+from lensops.serving.model_tier import Model
+from lensops.serving.preprocessor import Preprocessor
+from lensops.serving.uploads import InputLimits
 from lensops.tracking import runs
 from lensops.waiting import http_ok, wait_until
 

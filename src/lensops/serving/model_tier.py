@@ -1,10 +1,8 @@
-"""The tiers behind the ingress: CPU preprocessing, and batched model replicas.
+"""The model tier behind the ingress and the preprocessor (:mod:`lensops.serving.preprocessor`).
 
-* ``Preprocessor`` checks and decodes one upload with the model's own preprocessing spec and
-  passes uint8 on (never float32), with the facts the prediction log keeps about the upload.
-* ``Model`` holds registered versions with ``@serve.multiplexed`` (the version number is the
-  model id) and answers with ``@serve.batch``; a batch never mixes versions. Explanations
-  (Grad-CAM, a backward pass) are answered one image at a time, outside the batches.
+``Model`` holds registered versions with ``@serve.multiplexed`` (the version number is the model
+id) and answers with ``@serve.batch``; a batch never mixes versions. Explanations (Grad-CAM, a
+backward pass) are answered one image at a time, outside the batches.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ from ray import serve
 from lensops.config import Runtime
 from lensops.model.explain import described, grad_cam, target_index
 from lensops.model.forward import Predictor
-from lensops.model.preprocess import PreprocessSpec, load_transforms
 from lensops.serving.errors import ApiError
-from lensops.serving.inputs import InputLimits, Prepared, examine
 from lensops.serving.metrics import ModelMetrics
 from lensops.tracking.registry import load_predictor
 
@@ -35,21 +31,6 @@ def _device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
-
-
-@serve.deployment
-class Preprocessor:
-    """CPU tier: validate and decode one image into the model's uint8 input."""
-
-    def __init__(self, limits: dict[str, int]):
-        self.limits = InputLimits.model_validate(limits)
-        load_transforms()
-
-    def __call__(self, data: bytes, spec: PreprocessSpec) -> Prepared | ApiError:
-        try:
-            return examine(data, spec, self.limits)
-        except ApiError as exc:  # returned, not raised: a rejected image is an answer, not a failure
-            return exc
 
 
 @serve.deployment
