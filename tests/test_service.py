@@ -87,7 +87,6 @@ def test_health_is_ready_with_the_champion_loaded(base_url: str, first_version: 
 def test_predict_multipart_answers_with_label_confidence_and_model(
     base_url: str, training_dir: Path, first_version: str
 ) -> None:
-    correct = 0
     for label in ("clean", "dusty"):
         for data in _examples(training_dir, label, 4):
             response = requests.post(f"{base_url}/predict", files={"file": ("x.png", data, "image/png")}, timeout=60)
@@ -98,11 +97,13 @@ def test_predict_multipart_answers_with_label_confidence_and_model(
             assert set(answer["probabilities"]) == {"clean", "dusty"}
             assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
             assert answer["confidence"] == max(answer["probabilities"].values())
+            assert answer["probabilities"][answer["prediction"]] == answer["confidence"]
             assert answer["model"]["name"] == NAME
             assert answer["model"]["version"] == first_version
             assert answer["model"]["alias"] == "champion"
-            correct += answer["prediction"] == label
-    assert correct >= 7
+    # which label is right is the model's business: the answers equal the registered model's
+    # own (test_answers_match_offline_inference_of_the_same_model), whose test accuracy
+    # test_training.py holds to 0.85; 8 images cannot tell an 85% model from a 95% one
 
 
 def test_json_base64_gives_the_same_answer_as_multipart(base_url: str, training_dir: Path) -> None:
