@@ -288,7 +288,9 @@ def test_drift_in_served_traffic_retrains_and_the_service_swaps_to_the_new_champ
         [*settings, "monitor.min_window=30", "monitor.on_drift=retrain", f"monitor.retrain_data={training_dir}"],
     )
 
-    with RequestLoop(url, darker[0].read_bytes(), clients=2, pause_s=0.2) as loop:  # paced: the job trains
+    # paced as the README's test paces its loop: each request costs the 2 cores about 75 ms of
+    # CPU across Serve's tiers, taken from the retraining job beside it
+    with RequestLoop(url, darker[0].read_bytes(), clients=2, pause_s=0.5) as loop:
         checked = check(monitoring, WindowSource(log=str(log)), "champion")
         action = respond(monitoring, checked, Targets(jobs_address=ray_head))
         assert checked.decision.status == "drift" and "input_mean[0]" in checked.decision.fired, checked.summary()
